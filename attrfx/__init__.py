@@ -1,0 +1,33 @@
+"""attrfx: functional, stateless attribution for PyTorch.
+
+Every method is a pure function composed of public primitives:
+:mod:`~attrfx.quadrature`, :mod:`~attrfx.paths`, :mod:`~attrfx.probe`,
+:mod:`~attrfx.selectors`, :mod:`~attrfx.noise` and :mod:`~attrfx.gradients`.
+"""
+
+from . import gradients, inputs, noise, paths, probe, quadrature, selectors
+from ._errors import AttrfxTypeError, AttrfxValueError
+from .layer import interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation
+from .neuron import neuron_conductance, neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttrfxTypeError",
+    "AttrfxValueError",
+    "gradients",
+    "inputs",
+    "interpolate",
+    "layer_conductance",
+    "layer_gradcam",
+    "layer_gradient_x_activation",
+    "neuron_conductance",
+    "neuron_gradient",
+    "neuron_gradient_shap",
+    "neuron_integrated_gradients",
+    "noise",
+    "paths",
+    "probe",
+    "quadrature",
+    "selectors",
+]

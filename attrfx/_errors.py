@@ -1,0 +1,25 @@
+"""Error types: every bad argument is named, with what was expected and what was given.
+
+Primitives raise :class:`AttrfxValueError` / :class:`AttrfxTypeError`; the
+public method that called them prefixes its own name (see :mod:`attrfx._api`),
+so a message reads ``neuron_conductance: `selector` must be ...; got ...``.
+"""
+
+from __future__ import annotations
+
+
+class AttrfxValueError(ValueError):
+    """A bad argument value (wrong shape, out of range, unknown name)."""
+
+
+class AttrfxTypeError(TypeError):
+    """A bad argument type."""
+
+
+def bad_value(arg: str, expected: str, got: object) -> AttrfxValueError:
+    """Build the error for argument ``arg``: what was expected, what was given."""
+    return AttrfxValueError(f"`{arg}` must be {expected}; got {got}.")
+
+
+def bad_type(arg: str, expected: str, got: object) -> AttrfxTypeError:
+    return AttrfxTypeError(f"`{arg}` must be {expected}; got {type(got).__name__}.")

@@ -1,0 +1,143 @@
+"""Inputs, baselines and extra forward arguments, in the forms users pass them.
+
+Internally every method works on a tuple of tensors; :func:`as_tuple` and
+:func:`restore` convert at the boundary, so a tensor in gives a tensor out and
+a tuple in gives a tuple out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ._errors import bad_type, bad_value
+
+Inputs = Union[Tensor, tuple[Tensor, ...]]
+Baseline = Union[None, int, float, Tensor]
+
+
+def as_tuple(inputs: Inputs, arg: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
+    """``(tuple of tensors, was_tuple)``; every tensor must share dim 0 (examples).
+
+    Example:
+        >>> xs, was_tuple = as_tuple(torch.zeros(2, 3))
+        >>> len(xs), was_tuple
+        (1, False)
+    """
+    was_tuple = isinstance(inputs, tuple)
+    xs = inputs if was_tuple else (inputs,)
+    if len(xs) == 0:
+        raise bad_value(arg, "a tensor or a non-empty tuple of tensors", "an empty tuple")
+    for i, x in enumerate(xs):
+        if not isinstance(x, Tensor):
+            raise bad_type(arg if not was_tuple else f"{arg}[{i}]", "a torch.Tensor", x)
+        if x.dim() == 0:
+            raise bad_value(arg, "tensors with an example dimension (dim 0)", "a 0-d tensor")
+    sizes = {x.shape[0] for x in xs}
+    if len(sizes) > 1:
+        raise bad_value(arg, "tensors with the same number of examples (dim 0)",
+                        f"sizes {[x.shape[0] for x in xs]}")
+    return tuple(xs), was_tuple
+
+
+def restore(values: Sequence[Tensor], was_tuple: bool) -> Inputs:
+    """Give results the structure of the inputs: a tensor for a tensor, a tuple for a tuple."""
+    return tuple(values) if was_tuple else values[0]
+
+
+def require_float(xs: tuple[Tensor, ...], arg: str = "inputs") -> None:
+    """Gradients with respect to ``xs`` need floating-point tensors."""
+    for x in xs:
+        if not x.is_floating_point():
+            raise bad_value(arg, "floating-point tensors to take gradients with respect to them "
+                            "(attribute at an embedding layer for token ids)", f"dtype {x.dtype}")
+
+
+def format_baselines(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """One baseline per input, as a tensor that broadcasts to that input's shape.
+
+    ``None`` means zeros; a number is used everywhere; a tensor may be shaped
+    like the input or broadcast to it (e.g. dim 0 of size 1). Baselines take the
+    input's dtype and device.
+
+    Example:
+        >>> [b.shape for b in format_baselines(0.5, (torch.zeros(4, 3),))]
+        [torch.Size([])]
+    """
+    if baselines is None:
+        return tuple(torch.zeros((), dtype=x.dtype, device=x.device) for x in xs)
+    bs = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(bs) != len(xs):
+        raise bad_value("baselines", f"one baseline per input ({len(xs)})", f"{len(bs)} baselines")
+    return tuple(_one_baseline(b, x, i) for i, (b, x) in enumerate(zip(bs, xs)))
+
+
+def _one_baseline(b: Any, x: Tensor, i: int) -> Tensor:
+    if isinstance(b, bool) or not isinstance(b, (int, float, Tensor)):
+        raise bad_type(f"baselines[{i}]", "None, a number or a torch.Tensor", b)
+    b = torch.as_tensor(b).to(dtype=x.dtype, device=x.device)
+    try:
+        fits = torch.broadcast_shapes(b.shape, x.shape) == x.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise bad_value(f"baselines[{i}]", f"a number or a tensor that broadcasts to the input shape "
+                        f"{tuple(x.shape)}", f"shape {tuple(b.shape)}")
+    return b
+
+
+def format_distribution(baselines: Any, inputs: Inputs, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Baseline distributions for sampling methods: dim 0 indexes baseline samples.
+
+    ``baselines`` is a tensor (or tuple) whose dims after the first match the
+    input's, or a callable that takes ``inputs`` and returns one.
+    """
+    if callable(baselines) and not isinstance(baselines, Tensor):
+        baselines = baselines(inputs)
+    bs = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(bs) != len(xs):
+        raise bad_value("baselines", f"one baseline distribution per input ({len(xs)})", f"{len(bs)}")
+    out = []
+    for i, (b, x) in enumerate(zip(bs, xs)):
+        if not isinstance(b, Tensor):
+            raise bad_type(f"baselines[{i}]", "a torch.Tensor (dim 0 indexes baseline samples)", b)
+        if b.dim() != x.dim() or b.shape[1:] != x.shape[1:] or b.shape[0] == 0:
+            raise bad_value(f"baselines[{i}]", f"a tensor shaped (n_baselines, {', '.join(map(str, x.shape[1:]))})",
+                            f"shape {tuple(b.shape)}")
+        out.append(b.to(dtype=x.dtype, device=x.device))
+    return tuple(out)
+
+
+def format_args(additional_forward_args: Any) -> tuple:
+    """Extra forward arguments as a tuple (``None`` → empty)."""
+    if additional_forward_args is None:
+        return ()
+    return additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
+
+
+def repeat_args(args: tuple, n_examples: int, times: int) -> tuple:
+    """Repeat tensors whose dim 0 is the example dimension ``times`` times (path/sample axis first)."""
+    if times == 1:
+        return args
+    return tuple(_repeat(a, times) if _per_example(a, n_examples) else a for a in args)
+
+
+def take_examples(args: tuple, n_examples: int, index: slice) -> tuple:
+    """Slice the per-example tensors among ``args``."""
+    return tuple(a[index] if _per_example(a, n_examples) else a for a in args)
+
+
+def _per_example(a: Any, n_examples: int) -> bool:
+    return isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples
+
+
+def _repeat(a: Tensor, times: int) -> Tensor:
+    return a.repeat((times,) + (1,) * (a.dim() - 1))
+
+
+def fold(points: Tensor) -> Tensor:
+    """``[S, B, ...] → [S·B, ...]``: path points become one batch."""
+    return points.reshape((-1,) + tuple(points.shape[2:]))
+

@@ -1,0 +1,202 @@
+"""Layer attribution: which neurons of a layer made the output what it was.
+
+Each method explains ``F = target output`` and lands on a layer's activation
+``h`` (its output, or its input with ``attribute_to_layer_input``), reached
+with the probe ``h → h + δ``. Results are shaped like the activation: a tensor,
+or a tuple when the layer gives several tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import torch
+import torch.nn.functional as functional
+from torch import Tensor, nn
+
+from ._api import public
+from ._errors import bad_type, bad_value
+from .gradients import layer_grads
+from .inputs import Inputs, as_tuple, format_args, format_baselines, repeat_args
+from .paths import integrate_differences, steps_per_chunk, straight_line
+from .probe import Activation, LayerInfo, call_model, inspect_layers, resolve_layer
+from .quadrature import get_rule
+from .selectors import Target, format_target, select_target
+
+
+class LayerProblem(NamedTuple):
+    """Everything a layer method needs, validated once at the API boundary."""
+
+    model: Callable
+    layers: list[nn.Module]
+    infos: list[LayerInfo]
+    xs: tuple[Tensor, ...]
+    args: tuple
+    target: Target
+    at_input: bool
+
+    @property
+    def n_examples(self) -> int:
+        return self.xs[0].shape[0]
+
+    def grads(self, points: Sequence[Tensor], times: int = 1) -> tuple[list[Activation], list[Activation]]:
+        """``(h, ∂F/∂h)`` per layer at ``points``, which stack ``times`` copies of the batch."""
+        return layer_grads(self.model, self.layers, self.infos, points, repeat_args(self.args, self.n_examples, times),
+                           self.target.repeat(times), at_input=self.at_input)
+
+    def output(self, xs: Sequence[Tensor]) -> Tensor:
+        """``F`` per example at ``xs`` (no gradients)."""
+        return select_target(call_model(self.model, xs, self.args), self.target)
+
+
+def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target: Any, additional_forward_args: Any,
+                  at_input: bool) -> LayerProblem:
+    """Validate and set up a layer attribution (one small inspection pass of the model)."""
+    xs, _ = as_tuple(inputs)
+    args = format_args(additional_forward_args)
+    modules = [resolve_layer(model, layer) for layer in layers]
+    infos = inspect_layers(model, modules, xs, args, at_input=at_input)
+    return LayerProblem(model, modules, infos, xs, args, format_target(target, xs[0].shape[0]), bool(at_input))
+
+
+def as_layer_result(values: Sequence[Tensor]) -> Union[Tensor, tuple[Tensor, ...]]:
+    """A tensor for a one-tensor activation, a tuple otherwise."""
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@public
+def layer_gradient_x_activation(model, layer, inputs, *, target=None, additional_forward_args=None,
+                                attribute_to_layer_input=False, multiply_by_inputs=True):
+    """Gradient times activation at a layer: ``h · ∂F/∂h`` (or ``∂F/∂h`` alone).
+
+    ``layer`` may be a list of layers; then the result is a list. Captum:
+    ``LayerGradientXActivation``.
+
+    Args:
+        model: an ``nn.Module`` or forward function.
+        layer: a module, its dotted name, or a list of these.
+        inputs: a tensor or tuple of tensors, dim 0 = examples.
+        target: which output to explain: None, int, tuple, tensor or list.
+        additional_forward_args: extra arguments passed to ``model`` after the inputs.
+        attribute_to_layer_input: attribute to the layer's input instead of its output.
+        multiply_by_inputs: multiply by the activation (global) or not (local).
+
+    Returns:
+        Attributions shaped like the layer's activation (a list for a list of layers).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> layer_gradient_x_activation(net, "1", torch.randn(5, 3), target=1).shape
+        torch.Size([5, 4])
+
+    References:
+        Shrikumar et al., "Not Just a Black Box", 2016.
+    """
+    many = isinstance(layer, list)
+    p = layer_problem(model, layer if many else [layer], inputs, target, additional_forward_args,
+                      attribute_to_layer_input)
+    acts, grads = p.grads(p.xs)
+    results = [as_layer_result([g * h if multiply_by_inputs else g for g, h in zip(gs, hs)])
+               for gs, hs in zip(grads, acts)]
+    return results if many else results[0]
+
+
+@public
+def layer_gradcam(model, layer, inputs, *, target=None, additional_forward_args=None, attribute_to_layer_input=False,
+                  relu_attributions=False, attr_dim_summation=True):
+    """Grad-CAM: channel weights ``mean_{spatial} ∂F/∂h`` times ``h``, summed over channels.
+
+    ``Σ_c (mean_{ij} ∂F/∂h_cij) · h_cij`` per position; dim 1 is the channel.
+    Use :func:`interpolate` to bring the map to the input's size. Captum:
+    ``LayerGradCam``.
+
+    Args:
+        relu_attributions: apply a ReLU to the result.
+        attr_dim_summation: sum over channels (keeping the dim), or keep per-channel maps.
+        Other arguments as in :func:`layer_gradient_x_activation`.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2))
+        >>> layer_gradcam(net, "1", torch.randn(2, 1, 6, 6), target=0).shape
+        torch.Size([2, 1, 4, 4])
+
+    References:
+        Selvaraju et al., "Grad-CAM", 2017.
+    """
+    p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input)
+    (acts,), (grads,) = p.grads(p.xs)
+    maps = []
+    for g, h in zip(grads, acts):
+        weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
+        cam = (weights * h).sum(1, keepdim=True) if attr_dim_summation else weights * h
+        maps.append(functional.relu(cam) if relu_attributions else cam)
+    return as_layer_result(maps)
+
+
+def interpolate(layer_attribution: Tensor, interpolate_dims: Union[int, tuple[int, ...]],
+                interpolate_mode: str = "nearest") -> Tensor:
+    """Resize a ``[N, C, ...]`` layer map to ``interpolate_dims`` (e.g. the input's H × W).
+
+    Example:
+        >>> interpolate(torch.ones(2, 1, 4, 4), (8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+    if not isinstance(layer_attribution, Tensor) or layer_attribution.dim() not in (3, 4, 5):
+        got = f"shape {tuple(layer_attribution.shape)}" if isinstance(layer_attribution, Tensor) else layer_attribution
+        raise bad_value("layer_attribution", "a 3-, 4- or 5-d tensor [N, C, ...]", got)
+    return functional.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+@public
+def layer_conductance(model, layer, inputs, *, baselines=None, target=None, additional_forward_args=None, n_steps=50,
+                      method="gausslegendre", internal_batch_size=None, return_convergence_delta=False,
+                      attribute_to_layer_input=False):
+    """Conductance of each neuron of a layer: ``∫ ∂F/∂h · dh`` along the input path.
+
+    Discretised on the ``n_steps + 1`` nodes of ``method`` as
+    ``Σₛ ∂F/∂h(αₛ)·(h(αₛ₊₁) − h(αₛ))``; with ``riemann_trapezoid`` (nodes
+    include 0 and 1) it sums exactly to ``F(x) − F(b)``. Captum: ``LayerConductance``.
+
+    Args:
+        baselines: None (zeros), a number, a tensor broadcastable to each input, or a tuple.
+        n_steps, method: the path discretisation (see :mod:`attrfx.quadrature`).
+        internal_batch_size: at most this many path points (× examples) per forward pass.
+        return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example.
+        Other arguments as in :func:`layer_gradient_x_activation`.
+
+    Returns:
+        Attributions shaped like the activation, and the delta if asked.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+        >>> x = torch.randn(5, 3, dtype=torch.float64)
+        >>> attr, delta = layer_conductance(net, "1", x, method="riemann_trapezoid", return_convergence_delta=True)
+        >>> bool(delta.abs().max() < 1e-10)
+        True
+
+    References:
+        Dhamdhere et al., "How Important Is a Neuron?", 2018.
+    """
+    p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input)
+    bs = format_baselines(baselines, p.xs)
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
+        raise bad_type("n_steps", "a positive int", n_steps)
+    if n_steps < 1:
+        raise bad_value("n_steps", "a positive int", n_steps)
+    alphas = get_rule(method, n_steps + 1).alphas
+    n = p.n_examples
+
+    def evaluate(nodes: Tensor):
+        s = nodes.numel()
+        points = tuple(pt.reshape((s * n,) + tuple(pt.shape[2:])) for pt in straight_line(p.xs, bs, nodes))
+        (acts,), (grads,) = p.grads(points, s)
+        steps_first = lambda t: t.reshape((s, n) + tuple(t.shape[1:]))
+        return [steps_first(h) for h in acts], [steps_first(g) for g in grads]
+
+    attrs = integrate_differences(evaluate, alphas, steps_per_chunk(internal_batch_size, n, alphas.numel()))
+    result = as_layer_result(attrs)
+    if not return_convergence_delta:
+        return result
+    endpoints = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
+    gap = sum(a.reshape(n, -1).sum(1) for a in attrs) - (p.output(p.xs) - p.output(endpoints))
+    return result, gap

@@ -1,0 +1,221 @@
+"""Neuron attribution: which inputs made a hidden neuron fire.
+
+Each method explains ``n(x) = selector(layer activation)`` and lands on the
+model inputs; results are shaped like ``inputs`` (with a leading dimension K
+when ``selector`` is a list of K selectors, all computed in one call).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ._api import public
+from ._errors import bad_type, bad_value
+from .gradients import conductance_grads, neuron_input_grads
+from .inputs import (Inputs, as_tuple, format_args, format_baselines, format_distribution, repeat_args,
+                     require_float, restore)
+from .noise import gaussian_noise, make_generator, sample_baselines, uniform
+from .paths import integrate_path, steps_per_chunk
+from .probe import LayerInfo, inspect_layers, resolve_layer
+from .quadrature import get_rule
+from .selectors import Neuron, format_target, neuron_selectors
+
+
+class NeuronProblem(NamedTuple):
+    """Everything a neuron method needs, validated once at the API boundary."""
+
+    model: Callable
+    layer: nn.Module
+    xs: tuple[Tensor, ...]
+    was_tuple: bool
+    args: tuple
+    info: LayerInfo
+    neurons: list[Neuron]
+    is_list: bool
+    at_input: bool
+
+    @property
+    def n_examples(self) -> int:
+        return self.xs[0].shape[0]
+
+    def input_grads(self, points: tuple[Tensor, ...], times: int = 1) -> tuple[Tensor, ...]:
+        """``∂n_k/∂x`` at ``points``, which stack ``times`` copies of the batch."""
+        return neuron_input_grads(self.model, self.layer, self.neurons, points,
+                                  repeat_args(self.args, self.n_examples, times), at_input=self.at_input)
+
+    def result(self, values: tuple[Tensor, ...]) -> Inputs:
+        """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
+        return restore(values if self.is_list else tuple(v[0] for v in values), self.was_tuple)
+
+
+def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
+                   at_input: bool) -> NeuronProblem:
+    """Validate and set up a neuron attribution (one small inspection pass of the model)."""
+    xs, was_tuple = as_tuple(inputs)
+    require_float(xs)
+    args = format_args(additional_forward_args)
+    module = resolve_layer(model, layer)
+    (info,) = inspect_layers(model, [module], xs, args, at_input=at_input)
+    neurons, is_list = neuron_selectors(selector, info)
+    return NeuronProblem(model, module, xs, was_tuple, args, info, neurons, is_list, bool(at_input))
+
+
+def _times_inputs(values: tuple[Tensor, ...], xs, bs, multiply_by_inputs: bool) -> tuple[Tensor, ...]:
+    if not multiply_by_inputs:
+        return values
+    return tuple(v * (x - b) for v, x, b in zip(values, xs, bs))
+
+
+@public
+def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=None,
+                    attribute_to_neuron_input=False):
+    """Gradient of a hidden neuron with respect to the inputs: ``∂n/∂x``.
+
+    The forward pass stops at the layer. Captum: ``NeuronGradient``.
+
+    Args:
+        model: an ``nn.Module`` or forward function.
+        layer: the layer (module or dotted name) holding the neuron.
+        inputs: a tensor or tuple of tensors, dim 0 = examples.
+        selector: int, tuple of ints/slices, callable, or a list of these.
+        additional_forward_args: extra arguments passed to ``model`` after the inputs.
+        attribute_to_neuron_input: select the neuron from the layer's input.
+
+    Returns:
+        Gradients shaped like ``inputs`` (leading K for a list of selectors).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> neuron_gradient(net, "0", torch.randn(5, 3), 2).shape
+        torch.Size([5, 3])
+
+    References:
+        Simonyan et al., "Deep Inside Convolutional Networks", 2013.
+    """
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    return p.result(p.input_grads(p.xs))
+
+
+@public
+def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=None, additional_forward_args=None,
+                                n_steps=50, method="gausslegendre", internal_batch_size=None,
+                                attribute_to_neuron_input=False, multiply_by_inputs=True):
+    """Integrated gradients of a hidden neuron: ``(x − b)·∫₀¹ ∂n/∂x(b + α(x − b)) dα``.
+
+    Integrated gradients of the function ``x ↦ n(x)``; sums to ``n(x) − n(b)``
+    (completeness). Captum: ``NeuronIntegratedGradients``.
+
+    Args:
+        baselines: None (zeros), a number, a tensor broadcastable to each input, or a tuple.
+        n_steps, method: the quadrature rule (see :mod:`attrfx.quadrature`).
+        internal_batch_size: at most this many path points (× examples) per forward pass.
+        multiply_by_inputs: multiply by ``x − b`` (global) or not (local).
+        Other arguments as in :func:`neuron_gradient`.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        >>> x = torch.randn(5, 3, dtype=torch.float64); net = net.double()
+        >>> attr = neuron_integrated_gradients(net, "1", x, 0)
+        >>> torch.allclose(attr.sum(1), torch.tanh(net[0](x))[:, 0] - torch.tanh(net[0].bias[0]))
+        True
+
+    References:
+        Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017.
+    """
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    bs = format_baselines(baselines, p.xs)
+    rule = get_rule(method, n_steps)
+    chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
+    total = integrate_path(p.input_grads, p.xs, bs, rule, chunk)
+    return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
+
+
+@public
+def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target=None, additional_forward_args=None,
+                       n_steps=50, method="riemann_trapezoid", internal_batch_size=None,
+                       attribute_to_neuron_input=False, multiply_by_inputs=True):
+    """Conductance of a hidden neuron: the output's flow through it, per input.
+
+    ``(xᵢ − bᵢ)·∫₀¹ ∂F/∂n · ∂n/∂xᵢ dα`` along the straight path, ``F`` the
+    target output. One forward pass per chunk gives both factors. Captum:
+    ``NeuronConductance`` (its trapezoid weights sum to (n−1)/n; ours to 1).
+
+    Args:
+        target: which output ``F`` to explain (None, int, tuple, tensor or list).
+        Other arguments as in :func:`neuron_integrated_gradients`.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> neuron_conductance(net, net[1], torch.randn(5, 3), 1, target=0).shape
+        torch.Size([5, 3])
+
+    References:
+        Dhamdhere et al., "How Important Is a Neuron?", 2018.
+    """
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    bs = format_baselines(baselines, p.xs)
+    target = format_target(target, p.n_examples)
+    rule = get_rule(method, n_steps)
+
+    def flow_at(points, times):
+        grads, rates = conductance_grads(p.model, p.layer, p.info, p.neurons, points,
+                                         repeat_args(p.args, p.n_examples, times), target.repeat(times),
+                                         at_input=p.at_input)
+        return tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
+
+    total = integrate_path(flow_at, p.xs, bs, rule, steps_per_chunk(internal_batch_size, p.n_examples, len(rule)))
+    return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
+
+
+@public
+def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples=5, stdevs=0.0,
+                         additional_forward_args=None, attribute_to_neuron_input=False, multiply_by_inputs=True,
+                         generator=None):
+    """GradientSHAP of a hidden neuron: ``E[(x̃ − b)·∂n/∂x(b + u(x̃ − b))]``.
+
+    The expectation is over ``n_samples`` draws of input noise ``x̃ = x + σε``,
+    a baseline ``b`` from the distribution and ``u ~ U(0, 1)``, all from
+    ``generator``. Captum: ``NeuronGradientShap``.
+
+    Args:
+        baselines: a distribution, tensor(s) with dim 0 = baseline samples, or a
+            callable taking ``inputs`` and returning one.
+        n_samples: samples per example.
+        stdevs: standard deviation of the input noise (one float, or one per input).
+        generator: a ``torch.Generator``; the same state gives the same result.
+        Other arguments as in :func:`neuron_gradient`.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+        >>> g = torch.Generator().manual_seed(0)
+        >>> neuron_gradient_shap(net, "0", torch.randn(5, 3), 1, torch.zeros(8, 3), generator=g).shape
+        torch.Size([5, 3])
+
+    References:
+        Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
+    """
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    dists = format_distribution(baselines, inputs, p.xs)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int):
+        raise bad_type("n_samples", "a positive int", n_samples)
+    if n_samples < 1:
+        raise bad_value("n_samples", "a positive int", n_samples)
+    gen = make_generator(generator)
+    noisy = gaussian_noise(p.xs, stdevs, n_samples, gen)
+    base = sample_baselines(dists, n_samples, p.n_examples, gen)
+    u = uniform(n_samples, p.n_examples, p.xs[0], gen)
+    points = tuple(_lerp(b, x, u) for x, b in zip(noisy, base))
+    grads = p.input_grads(tuple(pt.reshape((-1,) + tuple(pt.shape[2:])) for pt in points), n_samples)
+    per_sample = tuple(g.reshape((g.shape[0],) + tuple(x.shape)) for g, x in zip(grads, noisy))
+    if multiply_by_inputs:
+        per_sample = tuple(g * (x - b) for g, x, b in zip(per_sample, noisy, base))
+    return p.result(tuple(g.mean(1) for g in per_sample))
+
+
+def _lerp(b: Tensor, x: Tensor, u: Tensor) -> Tensor:
+    """``b + u·(x − b)`` with ``u`` of shape ``[S, B]`` broadcast over the feature dims."""
+    u = u.reshape(tuple(u.shape) + (1,) * (x.dim() - 2))
+    return u * x + (1 - u) * b

@@ -1,0 +1,129 @@
+"""Path points between baselines and inputs, and integration along a path.
+
+A path is a function ``(inputs, baselines, alphas) → points`` returning, for
+each input, a tensor ``[S, B, ...]`` (path axis first). :func:`straight_line`
+is the default; any other path works with :func:`path_velocity`, which gets
+``dγ/dα`` from ``torch.func.jvp``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ._errors import bad_type, bad_value
+from .quadrature import Rule
+
+Path = Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], tuple[Tensor, ...]]
+
+
+def straight_line(xs: Sequence[Tensor], bs: Sequence[Tensor], alphas: Tensor) -> tuple[Tensor, ...]:
+    """``γ(α) = b + α·(x − b)`` for each node α, shape ``[S, B, ...]``.
+
+    Example:
+        >>> straight_line((torch.ones(1, 2),), (torch.zeros(()),), torch.tensor([0.0, 0.5]))[0].tolist()
+        [[[0.0, 0.0]], [[0.5, 0.5]]]
+    """
+    out = []
+    for x, b in zip(xs, bs):
+        a = alphas.to(x.dtype).reshape((-1,) + (1,) * x.dim())
+        out.append(b + a * (x - b))
+    return tuple(out)
+
+
+def path_velocity(path: Path, xs: Sequence[Tensor], bs: Sequence[Tensor], alphas: Tensor) -> tuple[Tensor, ...]:
+    """``dγ/dα`` at each node, ``[S, B, ...]``, by forward-mode differentiation of ``path``.
+
+    Example:
+        >>> v = path_velocity(straight_line, (torch.ones(1, 2),), (torch.zeros(()),), torch.tensor([0.3]))
+        >>> v[0].tolist()
+        [[[1.0, 1.0]]]
+    """
+    a = alphas.to(xs[0].dtype)
+    return torch.func.jvp(lambda al: path(xs, bs, al), (a,), (torch.ones_like(a),))[1]
+
+
+def steps_per_chunk(internal_batch_size: Optional[int], n_examples: int, n_points: int) -> int:
+    """How many path points to evaluate at once: all, or ``internal_batch_size // B`` (at least 1)."""
+    if internal_batch_size is None:
+        return n_points
+    if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int):
+        raise bad_type("internal_batch_size", "None or a positive int", internal_batch_size)
+    if internal_batch_size < 1:
+        raise bad_value("internal_batch_size", "None or a positive int", internal_batch_size)
+    return max(1, internal_batch_size // n_examples)
+
+
+def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int) -> tuple[Tensor, ...]:
+    """``Σₛ wₛ·g(αₛ)``, evaluating ``g`` on at most ``chunk`` nodes at a time.
+
+    ``integrand(nodes)`` returns tensors with the path axis first, ``[s, ...]``.
+
+    Example:
+        >>> from attrfx.quadrature import gausslegendre
+        >>> g = lambda r: (r.alphas[:, None] ** 2,)
+        >>> round(integrate(g, gausslegendre(3), chunk=2)[0].item(), 6)
+        0.333333
+    """
+    total: Optional[list[Tensor]] = None
+    for start in range(0, len(rule), chunk):
+        nodes = rule.slice(start, start + chunk)
+        values = integrand(nodes)
+        parts = [torch.tensordot(nodes.weights.to(v.dtype).to(v.device), v, dims=1) for v in values]
+        total = parts if total is None else [t.add_(p) for t, p in zip(total, parts)]
+    assert total is not None
+    return tuple(total)
+
+
+def integrate_path(grads_at: Callable[[tuple[Tensor, ...], int], Sequence[Tensor]], xs: Sequence[Tensor],
+                   bs: Sequence[Tensor], rule: Rule, chunk: int, path: Path = straight_line) -> tuple[Tensor, ...]:
+    """``Σₛ wₛ·g(γ(αₛ))`` for a gradient-like ``g`` evaluated on path points.
+
+    The ``s`` points of a chunk are folded into one batch ``[s·B, ...]``;
+    ``grads_at(points, s)`` returns tensors ``[K, s·B, ...]``; the result is
+    ``[K, B, ...]``.
+
+    Example:
+        >>> from attrfx.quadrature import riemann_middle
+        >>> x = torch.tensor([[2.0]])
+        >>> g = lambda pts, s: (2 * pts[0][None],)   # d/dx x², K = 1
+        >>> integrate_path(g, (x,), (torch.zeros(()),), riemann_middle(4), chunk=4)[0]
+        tensor([[[2.]]])
+    """
+    n = xs[0].shape[0]
+
+    def integrand(nodes: Rule) -> tuple[Tensor, ...]:
+        s = len(nodes)
+        points = tuple(p.reshape((s * n,) + tuple(p.shape[2:])) for p in path(xs, bs, nodes.alphas))
+        values = grads_at(points, s)
+        return tuple(v.reshape((v.shape[0], s, n) + tuple(v.shape[2:])).movedim(1, 0) for v in values)
+
+    return integrate(integrand, rule, chunk)
+
+
+def integrate_differences(evaluate: Callable[[Tensor], tuple[Sequence[Tensor], Sequence[Tensor]]],
+                          alphas: Tensor, chunk: int) -> tuple[Tensor, ...]:
+    """``Σₛ gₛ·(hₛ₊₁ − hₛ)``: the Riemann–Stieltjes sum of ``∫ g dh`` along the nodes.
+
+    ``evaluate(alphas)`` returns ``(h, g)``, tensors with the path axis first.
+    Chunks of ``chunk`` nodes (at least 2 are used) carry their last node over.
+
+    Example:
+        >>> ev = lambda a: ((a[:, None] ** 2,), (torch.ones(len(a), 1),))   # ∫ 1 d(α²)
+        >>> integrate_differences(ev, torch.linspace(0, 1, 5), chunk=2)[0]
+        tensor([1.])
+    """
+    chunk = max(chunk, 2)
+    total, carry = None, None
+    for start in range(0, alphas.numel(), chunk):
+        hs, gs = evaluate(alphas[start:start + chunk])
+        if carry is not None:
+            hs = [torch.cat([c_h, h]) for c_h, h in zip(carry[0], hs)]
+            gs = [torch.cat([c_g, g]) for c_g, g in zip(carry[1], gs)]
+        parts = [((h[1:] - h[:-1]) * g[:-1]).sum(0) for h, g in zip(hs, gs)]
+        total = parts if total is None else [t.add_(p) for t, p in zip(total, parts)]
+        carry = ([h[-1:] for h in hs], [g[-1:] for g in gs])
+    assert total is not None
+    return tuple(total)

@@ -1,0 +1,166 @@
+"""What is explained: a hidden neuron (selector) or a model output (target).
+
+Both become functions returning one scalar per example, shape ``[N]``:
+
+- a neuron selector turns the layer's activation into the neuron's value: an
+  int (2-D activation), a tuple of ints and slices (one per non-batch dim; a
+  slice sums those neurons), or a callable;
+- a target turns the model output into the explained value: ``None``
+  (one output per example), an int or tuple, a tensor or a list (one per example).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import torch
+from torch import Tensor
+
+from ._errors import AttrfxValueError, bad_type, bad_value
+from .probe import Activation, LayerInfo
+
+Neuron = Callable[[Activation], Tensor]
+Selector = Union[int, tuple, Callable]
+
+
+def neuron_selectors(selector: Any, info: LayerInfo, arg: str = "selector") -> tuple[list[Neuron], bool]:
+    """``(neurons, is_list)``: one function per selector; a list gives several.
+
+    Example:
+        >>> info = LayerInfo("'fc'", ((3, 4),), (torch.float32,), False)
+        >>> (pick,), _ = neuron_selectors((1, slice(0, 2)), info)
+        >>> pick((torch.arange(24.).reshape(2, 3, 4),)).tolist()
+        [9.0, 33.0]
+    """
+    if isinstance(selector, list):
+        if not selector:
+            raise bad_value(arg, "a selector or a non-empty list of selectors", "an empty list")
+        return [neuron_selector(s, info, f"{arg}[{i}]") for i, s in enumerate(selector)], True
+    return [neuron_selector(selector, info, arg)], False
+
+
+def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector") -> Neuron:
+    """The function ``activation → neuron value per example`` for one selector."""
+    if callable(selector):
+        return _callable_neuron(selector, info, arg)
+    index = _as_index(selector, arg)
+    if info.is_tuple:
+        raise bad_value(arg, f"a callable, since layer {info.name} gives {len(info.shapes)} tensors",
+                        repr(selector))
+    shape = info.shapes[0]
+    if len(index) != len(shape):
+        raise bad_value(arg, f"one index per non-batch dimension of layer {info.name}, whose output has "
+                        f"shape (N, {', '.join(map(str, shape))}): {len(shape)} indices",
+                        f"{len(index)} ({selector!r})")
+    for i, (ix, size) in enumerate(zip(index, shape)):
+        if isinstance(ix, int) and not -size <= ix < size:
+            raise bad_value(arg, f"indices within layer {info.name}'s output shape (N, "
+                            f"{', '.join(map(str, shape))})", f"index {ix} for dimension {i + 1} of size {size}")
+    full = (slice(None),) + index
+    sums = any(isinstance(ix, slice) for ix in index)
+
+    def pick(hs: Activation) -> Tensor:
+        value = hs[0][full]
+        return value.reshape(value.shape[0], -1).sum(1) if sums else value
+
+    return pick
+
+
+def _as_index(selector: Any, arg: str) -> tuple:
+    parts = selector if isinstance(selector, tuple) else (selector,)
+    out = []
+    for p in parts:
+        if isinstance(p, slice):
+            out.append(p)
+            continue
+        try:
+            if isinstance(p, bool):
+                raise TypeError
+            out.append(operator.index(p))
+        except TypeError:
+            raise bad_type(arg, "an int, a tuple of ints and slices, a callable, or a list of these",
+                           p) from None
+    return tuple(out)
+
+
+def _callable_neuron(selector: Callable, info: LayerInfo, arg: str) -> Neuron:
+    def pick(hs: Activation) -> Tensor:
+        value = selector(hs if info.is_tuple else hs[0])
+        n = hs[0].shape[0]
+        if not isinstance(value, Tensor) or value.numel() != n:
+            got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            raise AttrfxValueError(f"`{arg}` (a callable) must return one value per example, a tensor of "
+                                   f"shape ({n},); it returned {got}.")
+        return value.reshape(n)
+
+    return pick
+
+
+class Target(NamedTuple):
+    """A normalised target: ``index`` shared by all examples, or ``per_example`` rows of indices."""
+
+    index: Optional[tuple]
+    per_example: Optional[Tensor]
+
+    def repeat(self, times: int) -> "Target":
+        """The target for ``times`` stacked copies of the batch (path or sample axis first)."""
+        if self.per_example is None or times == 1:
+            return self
+        return Target(None, self.per_example.repeat(times, 1))
+
+
+def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
+    """Normalise any accepted target form; per-example forms must have one entry per example.
+
+    Example:
+        >>> format_target([1, 0], 2).per_example.tolist()
+        [[1], [0]]
+    """
+    if target is None:
+        return Target(None, None)
+    if isinstance(target, Tensor):
+        if target.numel() == 1:
+            return Target((int(target.item()),), None)
+        if target.dim() != 1 or target.is_floating_point():
+            raise bad_value(arg, f"an int tensor with one entry or one per example ({n_examples},)",
+                            f"a {target.dtype} tensor of shape {tuple(target.shape)}")
+        target = target.tolist()
+    if isinstance(target, list):
+        if len(target) != n_examples:
+            raise bad_value(arg, f"a list with one entry per example ({n_examples})", f"{len(target)} entries")
+        rows = [_as_index(t, arg) for t in target]
+        if len({len(r) for r in rows}) != 1 or any(isinstance(i, slice) for r in rows for i in r):
+            raise bad_value(arg, "a list of ints, or of tuples of ints of one length", repr(target))
+        return Target(None, torch.tensor(rows, dtype=torch.long))
+    index = _as_index(target, arg)
+    if any(isinstance(i, slice) for i in index):
+        raise bad_value(arg, "ints (a slice does not pick one output)", repr(target))
+    return Target(index, None)
+
+
+def select_target(output: Any, target: Target, arg: str = "target") -> Tensor:
+    """The explained output value per example, shape ``[N]``."""
+    if not isinstance(output, Tensor) or output.dim() == 0:
+        raise AttrfxValueError(f"the model must return a tensor with an example dimension; "
+                               f"got {type(output).__name__ if not isinstance(output, Tensor) else 'a 0-d tensor'}.")
+    n, rest = output.shape[0], tuple(output.shape[1:])
+    if target.index is None and target.per_example is None:
+        if output[0].numel() != 1:
+            raise bad_value(arg, f"given (an int, tuple, tensor or list) because the model output has shape "
+                            f"{tuple(output.shape)}, more than one value per example", "None")
+        return output.reshape(n)
+    index = target.index if target.index is not None else tuple(target.per_example.T)
+    if len(index) != len(rest):
+        raise bad_value(arg, f"one index per non-batch dimension of the model output of shape "
+                        f"{tuple(output.shape)} ({len(rest)})", f"{len(index)}")
+    for dim, (ix, size) in enumerate(zip(index, rest)):
+        bad = (not -size <= ix < size) if isinstance(ix, int) else bool(((ix < -size) | (ix >= size)).any())
+        if bad:
+            shown = ix if isinstance(ix, int) else ix.tolist()
+            raise bad_value(arg, f"in range for the model output of shape {tuple(output.shape)}",
+                            f"{shown} for dimension {dim + 1} of size {size}")
+    if target.index is not None:
+        return output[(slice(None),) + index]
+    rows = torch.arange(n, device=output.device)
+    return output[(rows,) + tuple(i.to(output.device) for i in index)]
