@@ -34,7 +34,8 @@ class LayerInfo(NamedTuple):
     """What one inspection pass learned about a layer's activation.
 
     ``name``: how errors refer to the layer; ``shapes``: per-example shape of
-    each activation tensor; ``dtypes``: their dtypes; ``is_tuple``: whether the layer gives several tensors.
+    each activation tensor; ``dtypes``: their dtypes; ``is_tuple``: whether the layer gives several tensors (a
+    selector callable then receives a tuple).
     """
 
     name: str
@@ -199,13 +200,12 @@ def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Te
             what = "did not run" if not seen else f"ran {len(seen)} times"
             raise bad_value("layer", "a module that runs exactly once per forward pass",
                             f"layer {name}, which {what} in one forward pass")
-        hs, kind = seen[0]
+        hs, _ = seen[0]
         for h in hs:
             if h.dim() == 0 or h.shape[0] != n:
                 raise bad_value("layer", "a layer whose activation has the example dimension first",
                                 f"layer {name} with activation shape {tuple(h.shape)} for {n} example(s)")
-        infos.append(LayerInfo(name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
-                               kind is not Tensor))
+        infos.append(LayerInfo(name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs), len(hs) > 1))
     return infos
 
 
