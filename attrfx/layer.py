@@ -154,8 +154,10 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
     """Conductance of each neuron of a layer: ``∫ ∂F/∂h · dh`` along the input path.
 
     Discretised on the ``n_steps + 1`` nodes of ``method`` as
-    ``Σₛ ∂F/∂h(αₛ)·(h(αₛ₊₁) − h(αₛ))``; with ``riemann_trapezoid`` (nodes
-    include 0 and 1) it sums exactly to ``F(x) − F(b)``. Captum: ``LayerConductance``.
+    ``Σₛ ∂F/∂h(αₛ)·(h(αₛ₊₁) − h(αₛ))``. With ``riemann_trapezoid`` the nodes
+    include 0 and 1, so the differences telescope to ``h(x) − h(b)`` and the
+    sum converges to ``F(x) − F(b)`` (exactly so when ``F`` is linear in ``h``);
+    ``gausslegendre`` omits the end points. Captum: ``LayerConductance``.
 
     Args:
         baselines: None (zeros), a number, a tensor broadcastable to each input, or a tuple.
