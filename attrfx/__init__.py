@@ -5,7 +5,7 @@ Every method is a pure function composed of public primitives:
 :mod:`~attrfx.selectors`, :mod:`~attrfx.noise` and :mod:`~attrfx.gradients`.
 """
 
-from . import gradients, inputs, noise, paths, probe, quadrature, selectors
+from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors
 from ._errors import AttrfxTypeError, AttrfxValueError
 from .layer import interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation
 from .neuron import neuron_conductance, neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AttrfxTypeError",
     "AttrfxValueError",
+    "axioms",
     "gradients",
     "inputs",
     "interpolate",

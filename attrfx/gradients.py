@@ -60,24 +60,23 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
     return pull_each(pull, values)
 
 
-def layer_grads(model: Callable, layers: Sequence[nn.Module], infos: Sequence[LayerInfo], xs: Sequence[Tensor],
-                args: tuple, target: Target, *, at_input: bool = False) -> tuple[list[Activation], list[Activation]]:
-    """``(h, ∂F/∂h)`` at each layer, for ``F`` the target-selected output."""
+def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
+                target: Target) -> tuple[list[Activation], list[Activation]]:
+    """``(h, ∂F/∂h)`` at each probe site, for ``F`` the target-selected output."""
     n, device = xs[0].shape[0], xs[0].device
 
     def explained(deltas):
-        acts, output = forward_with_probe(model, layers, xs, args, deltas, at_input=at_input)
+        acts, output = forward_with_probe(model, sites, xs, args, deltas)
         return select_target(output, target), acts
 
-    deltas = [zero_deltas(info, n, device) for info in infos]
+    deltas = [zero_deltas(site, n, device) for site in sites]
     value, pull, acts = torch.func.vjp(explained, deltas, has_aux=True)
     (grads,) = pull(torch.ones_like(value))
     return acts, list(grads)
 
 
-def conductance_grads(model: Callable, layer: nn.Module, info: LayerInfo, neurons: Sequence[Neuron],
-                      xs: Sequence[Tensor], args: tuple, target: Target,
-                      *, at_input: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
+def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor], args: tuple,
+                      target: Target) -> tuple[tuple[Tensor, ...], Tensor]:
     """``(∂n_k/∂x, ∂F/∂n_k)`` from one forward pass: ``[K, N, ...]`` per input, and ``[K, N]``.
 
     ``∂F/∂n_k`` is the selector applied to ``∂F/∂h`` (exact for one neuron; the
@@ -87,12 +86,12 @@ def conductance_grads(model: Callable, layer: nn.Module, info: LayerInfo, neuron
 
     def explained(deltas):
         def neurons_and_output(*points):
-            acts, output = forward_with_probe(model, [layer], points, args, [deltas], at_input=at_input, cut=True)
+            acts, output = forward_with_probe(model, [site], points, args, [deltas], cut=True)
             return torch.stack([nr(acts[0]) for nr in neurons]), select_target(output, target)
 
         values, pull, output = torch.func.vjp(neurons_and_output, *xs, has_aux=True)
         return output, pull_each(pull, values)
 
-    output, pull, input_grads = torch.func.vjp(explained, zero_deltas(info, n, xs[0].device), has_aux=True)
+    output, pull, input_grads = torch.func.vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)
     (layer_grad,) = pull(torch.ones_like(output))
     return input_grads, torch.stack([nr(layer_grad) for nr in neurons])

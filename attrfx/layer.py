@@ -28,12 +28,10 @@ class LayerProblem(NamedTuple):
     """Everything a layer method needs, validated once at the API boundary."""
 
     model: Callable
-    layers: list[nn.Module]
     infos: list[LayerInfo]
     xs: tuple[Tensor, ...]
     args: tuple
     target: Target
-    at_input: bool
 
     @property
     def n_examples(self) -> int:
@@ -41,8 +39,8 @@ class LayerProblem(NamedTuple):
 
     def grads(self, points: Sequence[Tensor], times: int = 1) -> tuple[list[Activation], list[Activation]]:
         """``(h, ∂F/∂h)`` per layer at ``points``, which stack ``times`` copies of the batch."""
-        return layer_grads(self.model, self.layers, self.infos, points, repeat_args(self.args, self.n_examples, times),
-                           self.target.repeat(times), at_input=self.at_input)
+        return layer_grads(self.model, self.infos, points, repeat_args(self.args, self.n_examples, times),
+                           self.target.repeat(times))
 
     def output(self, xs: Sequence[Tensor]) -> Tensor:
         """``F`` per example at ``xs`` (no gradients)."""
@@ -56,7 +54,7 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
     args = format_args(additional_forward_args)
     modules = [resolve_layer(model, layer) for layer in layers]
     infos = inspect_layers(model, modules, xs, args, at_input=at_input)
-    return LayerProblem(model, modules, infos, xs, args, format_target(target, xs[0].shape[0]), bool(at_input))
+    return LayerProblem(model, infos, xs, args, format_target(target, xs[0].shape[0]))
 
 
 def as_layer_result(values: Sequence[Tensor]) -> Union[Tensor, tuple[Tensor, ...]]:

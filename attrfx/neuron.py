@@ -161,9 +161,8 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
     rule = get_rule(method, n_steps)
 
     def flow_at(points, times):
-        grads, rates = conductance_grads(p.model, p.layer, p.info, p.neurons, points,
-                                         repeat_args(p.args, p.n_examples, times), target.repeat(times),
-                                         at_input=p.at_input)
+        grads, rates = conductance_grads(p.model, p.info, p.neurons, points,
+                                         repeat_args(p.args, p.n_examples, times), target.repeat(times))
         return tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
 
     total = integrate_path(flow_at, p.xs, bs, rule, steps_per_chunk(internal_batch_size, p.n_examples, len(rule)))

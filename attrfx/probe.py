@@ -7,7 +7,9 @@ Everything here is a pure function of its arguments, usable inside
   its activation (the rest of the forward pass is skipped);
 - :func:`forward_with_probe` runs the whole model with the layer's activation
   ``h`` replaced by ``h + δ``, so gradients with respect to ``δ`` are
-  gradients with respect to ``h``.
+  gradients with respect to ``h``. A layer *input* is shifted where it is
+  made (by an earlier module, or as a model input), so every consumer of
+  that tensor sees the shift, as a gradient with respect to it would.
 
 Hooks live for one call, are removed on every exit, and act only on the
 thread that registered them. A layer that runs more than once in a forward
@@ -17,8 +19,9 @@ pass is ambiguous and rejected by :func:`inspect_layers`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from typing import Any, Callable, Iterator, NamedTuple, Sequence, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -30,18 +33,35 @@ Layer = Union[nn.Module, str]
 Activation = tuple[Tensor, ...]
 
 
-class LayerInfo(NamedTuple):
-    """What one inspection pass learned about a layer's activation.
+class Source(NamedTuple):
+    """Where an activation tensor is made, so a probe can shift it for every consumer.
 
-    ``name``: how errors refer to the layer; ``shapes``: per-example shape of
-    each activation tensor; ``dtypes``: their dtypes; ``is_tuple``: whether the layer gives several tensors (a
-    selector callable then receives a tuple).
+    ``kind``: ``"input"`` (model input ``index``), ``"output"`` (element ``index``
+    of ``module``'s output on its ``call``-th run), or ``"layer-input"``
+    (positional argument ``index`` of ``module``, when no module made it).
     """
 
+    kind: str
+    module: Optional[nn.Module]
+    call: int
+    index: int
+
+
+class LayerInfo(NamedTuple):
+    """What one inspection pass learned about a layer's activation (a probe site).
+
+    ``module``: the layer; ``name``: how errors refer to it; ``shapes`` and
+    ``dtypes``: per-example shape and dtype of each activation tensor;
+    ``is_tuple``: whether the layer gives several tensors (a selector callable
+    then receives a tuple); ``sources``: where each tensor is made.
+    """
+
+    module: nn.Module
     name: str
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[torch.dtype, ...]
     is_tuple: bool
+    sources: tuple[Source, ...]
 
 
 def resolve_layer(model: Callable, layer: Layer, arg: str = "layer") -> nn.Module:
@@ -139,56 +159,106 @@ def forward_to_layer(model: Callable, layer: nn.Module, xs: Sequence[Tensor], ar
     raise AttrfxValueError("the layer did not run during the forward pass.")
 
 
-def forward_with_probe(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
-                       deltas: Sequence[Activation], *, at_input: bool = False,
-                       cut: bool = False) -> tuple[list[Activation], Any]:
-    """Run the model with each layer's activation ``h`` replaced by ``h + δ``.
+def forward_with_probe(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
+                       deltas: Sequence[Activation], *, cut: bool = False) -> tuple[list[Activation], Any]:
+    """Run the model with each site's activation ``h`` replaced by ``h + δ``.
 
-    Returns ``(activations, output)`` where ``activations[i]`` is layer i's ``h``
-    (before δ). With ``cut``, the model continues from ``h.detach() + δ``, so
-    gradients reach the inputs only through ``h`` itself (one backward per side).
+    Returns ``(activations, output)`` where ``activations[i]`` is site i's ``h``
+    (before δ). ``h`` is shifted where it is made, so every consumer sees the
+    shift (a layer input that also feeds a skip connection included). With
+    ``cut``, the model continues from ``h.detach() + δ``, so gradients reach the
+    inputs only through ``h`` itself (one backward per side).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
-        >>> delta = (torch.zeros(4, 3),)
-        >>> acts, out = forward_with_probe(net, [net[1]], (torch.ones(4, 2),), (), [delta])
+        >>> x = torch.ones(4, 2)
+        >>> sites = inspect_layers(net, [net[1]], (x,), ())
+        >>> acts, out = forward_with_probe(net, sites, (x,), (), [(torch.zeros(4, 3),)])
         >>> out.shape
         torch.Size([4, 1])
     """
-    seen: list[Activation] = [()] * len(layers)
+    seen: list[list[Tensor]] = [[torch.empty(0)] * len(site.shapes) for site in sites]
 
-    def probe(i: int) -> Callable[[Any], Any]:
-        def add_delta(value):
-            hs, kind = _as_tensors(value, "input" if at_input else "output")
-            seen[i] = hs
-            moved = tuple((h.detach() if cut else h) + d for h, d in zip(hs, deltas[i]))
-            return _like(tuple if at_input else kind, moved)
-        return add_delta
+    def shift(h: Tensor, targets: list[tuple[int, int]]) -> Tensor:
+        for i, j in targets:
+            seen[i][j] = h
+        return (h.detach() if cut else h) + sum(deltas[i][j] for i, j in targets)
 
+    plan: dict[Source, list[tuple[int, int]]] = {}
+    for i, site in enumerate(sites):
+        for j, source in enumerate(site.sources):
+            plan.setdefault(source, []).append((i, j))
+    xs = list(xs)
+    edits: dict[tuple[nn.Module, bool], list[tuple[Source, list[tuple[int, int]]]]] = {}
+    for source, targets in plan.items():
+        if source.kind == "input":
+            xs[source.index] = shift(xs[source.index], targets)
+        else:
+            edits.setdefault((source.module, source.kind == "layer-input"), []).append((source, targets))
     with contextlib.ExitStack() as stack:
-        for i, layer in enumerate(layers):
-            stack.enter_context(_hooked(layer, at_input, probe(i)))
+        for (module, pre), module_edits in edits.items():
+            stack.enter_context(_hooked(module, pre, _editor(module_edits, shift)))
         output = call_model(model, xs, args)
-    return seen, output
+    return [tuple(s) for s in seen], output
+
+
+def _editor(edits: list[tuple[Source, list[tuple[int, int]]]], shift: Callable) -> Callable[[Any], Any]:
+    """A hook body that shifts the planned elements of a module's output (or input) on the planned run."""
+    runs = itertools.count()
+
+    def edit(value: Any) -> Any:
+        run = next(runs)
+        items = [value] if isinstance(value, Tensor) else list(value)
+        for source, targets in edits:
+            if source.call == run:
+                items[source.index] = shift(items[source.index], targets)
+        return items[0] if isinstance(value, Tensor) else type(value)(items)
+
+    return edit
+
+
+class _Makers:
+    """Records which module run made each tensor during one forward pass."""
+
+    def __init__(self, xs: Sequence[Tensor]):
+        self.made: dict[int, tuple[Tensor, Source]] = {id(x): (x, Source("input", None, 0, j)) for j, x in enumerate(xs)}
+        self.runs: dict[nn.Module, int] = {}
+
+    def watch(self, module: nn.Module) -> Callable[[Any], None]:
+        def note(value: Any) -> None:
+            run = self.runs[module] = self.runs.get(module, -1) + 1
+            items = [value] if isinstance(value, Tensor) else list(value) if isinstance(value, (tuple, list)) else []
+            for index, t in enumerate(items):
+                if isinstance(t, Tensor) and id(t) not in self.made:  # a tensor passed through keeps its maker
+                    self.made[id(t)] = (t, Source("output", module, run, index))
+        return note
+
+    def source(self, h: Tensor, layer: nn.Module, index: int) -> Source:
+        entry = self.made.get(id(h))
+        return entry[1] if entry is not None and entry[0] is h else Source("layer-input", layer, 0, index)
 
 
 def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
                    *, at_input: bool = False) -> list[LayerInfo]:
-    """Run the model on its first examples to learn each layer's activation shape.
+    """Run the model on its first examples to learn each layer's activation (shape, dtype, maker).
 
     Raises a clear error if a layer does not run, or runs more than once (then
     "the layer's activation" is ambiguous).
     """
     n = min(2, xs[0].shape[0])
     small = tuple(x[:n] for x in xs)
-    calls: list[list[tuple[Activation, type]]] = [[] for _ in layers]
+    calls: list[list[Activation]] = [[] for _ in layers]
+    makers = _Makers(small)
 
     def record(i: int) -> Callable[[Any], None]:
         def note(value):
-            calls[i].append(_as_tensors(value, "input" if at_input else "output"))
+            calls[i].append(_as_tensors(value, "input" if at_input else "output")[0])
         return note
 
+    watched = list(model.modules()) if at_input and isinstance(model, nn.Module) else []
     with contextlib.ExitStack() as stack:
+        for module in watched:
+            stack.enter_context(_hooked(module, False, makers.watch(module)))
         for i, layer in enumerate(layers):
             stack.enter_context(_hooked(layer, at_input, record(i)))
         call_model(model, small, take_examples(args, xs[0].shape[0], slice(0, n)))
@@ -200,12 +270,15 @@ def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Te
             what = "did not run" if not seen else f"ran {len(seen)} times"
             raise bad_value("layer", "a module that runs exactly once per forward pass",
                             f"layer {name}, which {what} in one forward pass")
-        hs, _ = seen[0]
+        hs = seen[0]
         for h in hs:
             if h.dim() == 0 or h.shape[0] != n:
                 raise bad_value("layer", "a layer whose activation has the example dimension first",
                                 f"layer {name} with activation shape {tuple(h.shape)} for {n} example(s)")
-        infos.append(LayerInfo(name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs), len(hs) > 1))
+        sources = tuple(makers.source(h, layer, j) if at_input else Source("output", layer, 0, j)
+                        for j, h in enumerate(hs))
+        infos.append(LayerInfo(layer, name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
+                               len(hs) > 1, sources))
     return infos
 
 

@@ -28,7 +28,10 @@ def neuron_selectors(selector: Any, info: LayerInfo, arg: str = "selector") -> t
     """``(neurons, is_list)``: one function per selector; a list gives several.
 
     Example:
-        >>> info = LayerInfo("'fc'", ((3, 4),), (torch.float32,), False)
+        >>> from torch import nn
+        >>> from attrfx.probe import inspect_layers
+        >>> net = nn.Sequential(nn.Unflatten(1, (3, 4)))
+        >>> (info,) = inspect_layers(net, [net[0]], (torch.zeros(2, 12),), ())
         >>> (pick,), _ = neuron_selectors((1, slice(0, 2)), info)
         >>> pick((torch.arange(24.).reshape(2, 3, 4),)).tolist()
         [9.0, 33.0]
