@@ -1,0 +1,30 @@
+"""Helpers for differential tests against Captum 0.9.0 (the oracle; tests only)."""
+
+import torch
+
+# Tolerances from the SPEC: float64 1e-6 relative; float32 1e-4 relative + 1e-5 absolute.
+TOLERANCE = {torch.float64: dict(rtol=1e-6, atol=1e-9), torch.float32: dict(rtol=1e-4, atol=1e-5)}
+
+
+def flat(result):
+    """A result (tensor, tuple, list, or (attributions, delta)) as a flat list of tensors."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    return [t for part in result for t in flat(part)]
+
+
+def assert_parity(ours, theirs, dtype=torch.float64, scale=1.0):
+    """``ours`` equals Captum's ``theirs`` (times ``scale``) within the SPEC tolerance, same structure."""
+    assert type(ours) is type(theirs) or (isinstance(ours, tuple) and isinstance(theirs, tuple)), \
+        f"structure differs: {type(ours).__name__} vs {type(theirs).__name__}"
+    a, b = flat(ours), flat(theirs)
+    assert len(a) == len(b), f"{len(a)} tensors vs {len(b)}"
+    for x, y in zip(a, b):
+        assert x.shape == y.shape, f"shape {tuple(x.shape)} vs {tuple(y.shape)}"
+        assert x.dtype == y.dtype, f"dtype {x.dtype} vs {y.dtype}"
+        torch.testing.assert_close(x, (y * scale).to(x.dtype), **TOLERANCE[dtype])
+
+
+def trapezoid_scale(method, n_steps):
+    """Captum's trapezoid weights sum to (n-1)/n; attrfx's to 1 (SPEC, "Parity")."""
+    return n_steps / (n_steps - 1) if method == "riemann_trapezoid" else 1.0
