@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .gradients import neuron_values
 from .inputs import as_tuple, format_args, format_baselines
-from .probe import inspect_layers, resolve_layer
+from .probe import call_model, inspect_layers, resolve_layer
 from .selectors import format_target, neuron_selectors, select_target
 
 Attributions = Any  # a tensor, a tuple of tensors, or a list of those
@@ -46,7 +46,7 @@ def output_difference(model: Callable, inputs: Any, *, baselines: Any = None, ta
     xs, _ = as_tuple(inputs)
     bs = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(xs, format_baselines(baselines, xs)))
     args, target = format_args(additional_forward_args), format_target(target, xs[0].shape[0])
-    return select_target(model(*xs, *args), target) - select_target(model(*bs, *args), target)
+    return select_target(call_model(model, xs, args), target) - select_target(call_model(model, bs, args), target)
 
 
 @torch.no_grad()
@@ -100,7 +100,7 @@ def linear_model_gap(attributions: Attributions, inputs: Any, weights: Any, *, b
     ws = weights if isinstance(weights, tuple) else (weights,)
     attrs = attributions if isinstance(attributions, tuple) else (attributions,)
     bs = format_baselines(baselines, xs)
-    return max(float((a - (x - b) * w).abs().max()) for a, x, b, w in zip(attrs, xs, bs, ws))
+    return max(_largest(a - (x - b) * w) for a, x, b, w in zip(attrs, xs, bs, ws))
 
 
 def batch_independence_gap(attribute: Callable[[Any], Attributions], inputs: Any, *, example_dim: int = 0) -> float:
@@ -117,8 +117,11 @@ def batch_independence_gap(attribute: Callable[[Any], Attributions], inputs: Any
     whole = _flat(attribute(inputs))
     alone = [_flat(attribute(tuple(x[i:i + 1] for x in xs) if was_tuple else xs[0][i:i + 1]))
              for i in range(xs[0].shape[0])]
-    return max(float((w - torch.cat([a[j] for a in alone], dim=example_dim)).abs().max())
-               for j, w in enumerate(whole))
+    return max(_largest(w - torch.cat([a[j] for a in alone], dim=example_dim)) for j, w in enumerate(whole))
+
+
+def _largest(t: Tensor) -> float:
+    return float(t.detach().abs().max()) if t.numel() else 0.0
 
 
 def _flat(result: Attributions) -> list[Tensor]:
@@ -127,32 +130,25 @@ def _flat(result: Attributions) -> list[Tensor]:
     return [t for part in result for t in _flat(part)]
 
 
-def linearity_gap(attribute: Callable[[Callable], Attributions], model_f: Callable, model_g: Callable,
-                  a: float = 2.0, b: float = -0.5) -> float:
-    """Largest ``|A(a·F + b·G) − (a·A(F) + b·A(G))|``: attribution is linear in the model.
+def linearity_gap(attribute: Callable[[Callable], Attributions], model: Callable, a: float = 2.0,
+                  b: float = -0.5) -> float:
+    """Largest ``|A(a·F₀ + b·F₁) − (a·A(F₀) + b·A(F₁))|``: attribution is linear in what it explains.
 
-    ``attribute(model)`` is the method with every other argument fixed (the
-    inputs, baselines, layer...). It holds for gradient and path methods.
+    ``F₀`` and ``F₁`` are outputs 0 and 1 of ``model`` (one forward pass each);
+    ``attribute(forward)`` is the method with every other argument fixed and
+    ``target=None`` (give layers as modules: the forward is a plain function).
 
     Example:
-        >>> grad = lambda m: torch.func.grad(lambda x: m(x).sum())(torch.ones(2))
-        >>> linearity_gap(grad, lambda x: x ** 2, lambda x: x.sin())
-        0.0
+        >>> net = nn.Linear(3, 2)
+        >>> saliency = lambda f: torch.func.grad(lambda x: f(x).sum())(torch.ones(1, 3))
+        >>> linearity_gap(saliency, net) < 1e-6
+        True
     """
-    combined = _LinearCombination(model_f, model_g, a, b)
-    mixed, fs, gs = (_flat(attribute(m)) for m in (combined, model_f, model_g))
-    return max(float((m - (a * f + b * g)).abs().max()) for m, f, g in zip(mixed, fs, gs))
-
-
-class _LinearCombination(nn.Module):
-    """``a·F + b·G`` as a module, so layers of ``F`` and ``G`` stay reachable by name (``f.*``, ``g.*``)."""
-
-    def __init__(self, f: Callable, g: Callable, a: float, b: float):
-        super().__init__()
-        self.f, self.g, self.a, self.b = f, g, a, b
-
-    def forward(self, *args):
-        return self.a * self.f(*args) + self.b * self.g(*args)
+    first = lambda *xs: model(*xs)[:, 0]
+    second = lambda *xs: model(*xs)[:, 1]
+    mixed = lambda *xs: (lambda out: a * out[:, 0] + b * out[:, 1])(model(*xs))
+    ms, fs, gs = (_flat(attribute(f)) for f in (mixed, first, second))
+    return max(_largest(m - (a * f + b * g)) for m, f, g in zip(ms, fs, gs))
 
 
 def state_of(model: nn.Module, inputs: Any = ()) -> dict:

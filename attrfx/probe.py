@@ -96,7 +96,16 @@ def layer_name(model: Callable, module: nn.Module) -> str:
 
 
 def call_model(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
-    """``model(*inputs, *additional_forward_args)``."""
+    """``model(*inputs, *additional_forward_args)``.
+
+    A module in training mode runs on copies of its buffers, so running
+    statistics (BatchNorm) are never updated, and ``torch.func`` transforms see
+    no in-place update of state captured from outside.
+    """
+    if isinstance(model, nn.Module) and any(m.training for m in model.modules()):
+        copies = {name: b.clone() for name, b in model.named_buffers()}
+        if copies:
+            return torch.func.functional_call(model, copies, tuple(xs) + tuple(args))
     return model(*xs, *args)
 
 
