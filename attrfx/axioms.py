@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .gradients import neuron_values
 from .inputs import as_tuple, format_args, format_baselines
 from .probe import call_model, inspect_layers, resolve_layer
-from .selectors import format_target, neuron_selectors, select_target
+from .selectors import check_target, format_target, neuron_selectors, select_target
 
 Attributions = Any  # a tensor, a tuple of tensors, or a list of those
 
@@ -46,7 +46,9 @@ def output_difference(model: Callable, inputs: Any, *, baselines: Any = None, ta
     xs, _ = as_tuple(inputs)
     bs = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(xs, format_baselines(baselines, xs)))
     args, target = format_args(additional_forward_args), format_target(target, xs[0].shape[0])
-    return select_target(call_model(model, xs, args), target) - select_target(call_model(model, bs, args), target)
+    at_inputs, at_baselines = call_model(model, xs, args), call_model(model, bs, args)
+    check_target(at_inputs, target)
+    return select_target(at_inputs, target) - select_target(at_baselines, target)
 
 
 @torch.no_grad()

@@ -19,9 +19,9 @@ from ._errors import bad_type, bad_value
 from .gradients import layer_grads
 from .inputs import Inputs, as_tuple, format_args, format_baselines, repeat_args
 from .paths import integrate_differences, steps_per_chunk, straight_line
-from .probe import Activation, LayerInfo, call_model, inspect_layers, resolve_layer
+from .probe import Activation, LayerInfo, call_model, inspect, resolve_layer
 from .quadrature import get_rule
-from .selectors import Target, format_target, select_target
+from .selectors import Target, check_target, format_target, select_target
 
 
 class LayerProblem(NamedTuple):
@@ -53,8 +53,10 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
     xs, _ = as_tuple(inputs)
     args = format_args(additional_forward_args)
     modules = [resolve_layer(model, layer) for layer in layers]
-    infos = inspect_layers(model, modules, xs, args, at_input=at_input)
-    return LayerProblem(model, infos, xs, args, format_target(target, xs[0].shape[0]))
+    seen = inspect(model, modules, xs, args, at_input=at_input)
+    target = format_target(target, xs[0].shape[0])
+    check_target(seen.output, target)
+    return LayerProblem(model, seen.sites, xs, args, target)
 
 
 def as_layer_result(values: Sequence[Tensor]) -> Union[Tensor, tuple[Tensor, ...]]:

@@ -19,9 +19,9 @@ from .inputs import (Inputs, as_tuple, format_args, format_baselines, format_dis
                      require_float, restore)
 from .noise import gaussian_noise, make_generator, sample_baselines, uniform
 from .paths import integrate_path, steps_per_chunk
-from .probe import LayerInfo, inspect_layers, resolve_layer
+from .probe import LayerInfo, inspect, resolve_layer
 from .quadrature import get_rule
-from .selectors import Neuron, format_target, neuron_selectors
+from .selectors import Neuron, check_target, format_target, neuron_selectors
 
 
 class NeuronProblem(NamedTuple):
@@ -36,6 +36,7 @@ class NeuronProblem(NamedTuple):
     neurons: list[Neuron]
     is_list: bool
     at_input: bool
+    probe_output: Any = None  # the model output of the inspection pass, to check targets against
 
     @property
     def n_examples(self) -> int:
@@ -52,15 +53,22 @@ class NeuronProblem(NamedTuple):
 
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
-                   at_input: bool) -> NeuronProblem:
-    """Validate and set up a neuron attribution (one small inspection pass of the model)."""
+                   at_input: bool, *, need_float: bool = True) -> NeuronProblem:
+    """Validate and set up a neuron attribution (one small inspection pass of the model).
+
+    ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation).
+    """
     xs, was_tuple = as_tuple(inputs)
-    require_float(xs)
+    if need_float:
+        require_float(xs)
     args = format_args(additional_forward_args)
     module = resolve_layer(model, layer)
-    (info,) = inspect_layers(model, [module], xs, args, at_input=at_input)
+    seen = inspect(model, [module], xs, args, at_input=at_input)
+    (info,) = seen.sites
     neurons, is_list = neuron_selectors(selector, info)
-    return NeuronProblem(model, module, xs, was_tuple, args, info, neurons, is_list, bool(at_input))
+    for neuron in neurons:  # a callable selector shows its shape errors here, on the user's batch
+        neuron(seen.activations[0])
+    return NeuronProblem(model, module, xs, was_tuple, args, info, neurons, is_list, bool(at_input), seen.output)
 
 
 def _times_inputs(values: tuple[Tensor, ...], xs, bs, multiply_by_inputs: bool) -> tuple[Tensor, ...]:
@@ -158,6 +166,7 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     bs = format_baselines(baselines, p.xs)
     target = format_target(target, p.n_examples)
+    check_target(p.probe_output, target)
     rule = get_rule(method, n_steps)
 
     def flow_at(points, times):

@@ -247,12 +247,27 @@ class _Makers:
         return entry[1] if entry is not None and entry[0] is h else Source("layer-input", layer, 0, index)
 
 
+class Inspection(NamedTuple):
+    """One small forward pass: the probe sites, their activations, and the model output."""
+
+    sites: list[LayerInfo]
+    activations: list[Activation]
+    output: Any
+
+
 def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
                    *, at_input: bool = False) -> list[LayerInfo]:
+    """The probe sites for ``layers`` (see :func:`inspect`)."""
+    return inspect(model, layers, xs, args, at_input=at_input).sites
+
+
+def inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
+            *, at_input: bool = False) -> Inspection:
     """Run the model on its first examples to learn each layer's activation (shape, dtype, maker).
 
     Raises a clear error if a layer does not run, or runs more than once (then
-    "the layer's activation" is ambiguous).
+    "the layer's activation" is ambiguous). The activations and output let
+    callers check selectors and targets before any heavy work.
     """
     n = min(2, xs[0].shape[0])
     small = tuple(x[:n] for x in xs)
@@ -270,7 +285,7 @@ def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Te
             stack.enter_context(_hooked(module, False, makers.watch(module)))
         for i, layer in enumerate(layers):
             stack.enter_context(_hooked(layer, at_input, record(i)))
-        call_model(model, small, take_examples(args, xs[0].shape[0], slice(0, n)))
+        output = call_model(model, small, take_examples(args, xs[0].shape[0], slice(0, n)))
 
     infos = []
     for layer, seen in zip(layers, calls):
@@ -288,7 +303,7 @@ def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Te
                         for j, h in enumerate(hs))
         infos.append(LayerInfo(layer, name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
                                len(hs) > 1, sources))
-    return infos
+    return Inspection(infos, [seen[0] for seen in calls], output)
 
 
 def zero_deltas(info: LayerInfo, n: int, device: torch.device) -> Activation:

@@ -92,9 +92,9 @@ def _callable_neuron(selector: Callable, info: LayerInfo, arg: str) -> Neuron:
         value = selector(hs if info.is_tuple else hs[0])
         n = hs[0].shape[0]
         if not isinstance(value, Tensor) or value.numel() != n:
-            got = f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+            got = f"shape {_batch_shape(value.shape, n)}" if isinstance(value, Tensor) else type(value).__name__
             raise AttrfxValueError(f"`{arg}` (a callable) must return one value per example, a tensor of "
-                                   f"shape ({n},); it returned {got}.")
+                                   f"shape (N,); it returned {got}.")
         return value.reshape(n)
 
     return pick
@@ -142,28 +142,48 @@ def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
     return Target(index, None)
 
 
-def select_target(output: Any, target: Target, arg: str = "target") -> Tensor:
-    """The explained output value per example, shape ``[N]``."""
+def check_target(output: Any, target: Target, arg: str = "target") -> None:
+    """Check that ``target`` picks one value per example of ``output`` (a model output for any batch size)."""
     if not isinstance(output, Tensor) or output.dim() == 0:
-        raise AttrfxValueError(f"the model must return a tensor with an example dimension; "
-                               f"got {type(output).__name__ if not isinstance(output, Tensor) else 'a 0-d tensor'}.")
-    n, rest = output.shape[0], tuple(output.shape[1:])
+        got = "a 0-d tensor" if isinstance(output, Tensor) else type(output).__name__
+        raise AttrfxValueError(f"the model must return a tensor with an example dimension; got {got}.")
+    shape = _batch_shape(output.shape, output.shape[0])
+    rest = tuple(output.shape[1:])
     if target.index is None and target.per_example is None:
         if output[0].numel() != 1:
             raise bad_value(arg, f"given (an int, tuple, tensor or list) because the model output has shape "
-                            f"{tuple(output.shape)}, more than one value per example", "None")
-        return output.reshape(n)
+                            f"{shape}, more than one value per example", "None")
+        return
     index = target.index if target.index is not None else tuple(target.per_example.T)
     if len(index) != len(rest):
-        raise bad_value(arg, f"one index per non-batch dimension of the model output of shape "
-                        f"{tuple(output.shape)} ({len(rest)})", f"{len(index)}")
+        raise bad_value(arg, f"one index per non-batch dimension of the model output of shape {shape} "
+                        f"({len(rest)})", f"{len(index)}")
     for dim, (ix, size) in enumerate(zip(index, rest)):
         bad = (not -size <= ix < size) if isinstance(ix, int) else bool(((ix < -size) | (ix >= size)).any())
         if bad:
             shown = ix if isinstance(ix, int) else ix.tolist()
-            raise bad_value(arg, f"in range for the model output of shape {tuple(output.shape)}",
+            raise bad_value(arg, f"in range for the model output of shape {shape}",
                             f"{shown} for dimension {dim + 1} of size {size}")
+
+
+def select_target(output: Tensor, target: Target) -> Tensor:
+    """The explained output value per example, shape ``[N]`` (``target`` checked by :func:`check_target`).
+
+    Example:
+        >>> select_target(torch.arange(6.).reshape(2, 3), format_target([2, 0], 2)).tolist()
+        [2.0, 3.0]
+    """
+    if target.index is None and target.per_example is None:
+        return output.reshape(output.shape[0])
     if target.index is not None:
-        return output[(slice(None),) + index]
-    rows = torch.arange(n, device=output.device)
-    return output[(rows,) + tuple(i.to(output.device) for i in index)]
+        return output[(slice(None),) + target.index]
+    rows = torch.arange(output.shape[0], device=output.device)
+    return output[(rows,) + tuple(i.to(output.device) for i in target.per_example.T)]
+
+
+def _batch_shape(shape: tuple, n: int) -> str:
+    """``(N, ...)``: a shape with the example dimension written as N."""
+    if len(shape) == 0:
+        return "()"
+    dims = ["N" if shape[0] == n else str(shape[0])] + [str(d) for d in tuple(shape)[1:]]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
