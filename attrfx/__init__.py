@@ -9,6 +9,9 @@ from . import axioms, gradients, inputs, noise, paths, probe, quadrature, select
 from ._errors import AttrfxTypeError, AttrfxValueError
 from .layer import interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation
 from .neuron import neuron_conductance, neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients
+from . import ablation, rules
+from .ablation import neuron_feature_ablation
+from .neuron_rules import neuron_deconvolution, neuron_deeplift, neuron_deeplift_shap, neuron_guided_backprop
 
 __version__ = "0.1.0"
 
@@ -31,4 +34,11 @@ __all__ = [
     "probe",
     "quadrature",
     "selectors",
+    "ablation",
+    "rules",
+    "neuron_feature_ablation",
+    "neuron_deconvolution",
+    "neuron_deeplift",
+    "neuron_deeplift_shap",
+    "neuron_guided_backprop",
 ]

@@ -1,0 +1,344 @@
+"""Gradient-override rules: a nonlinearity keeps its forward value, its backward is replaced.
+
+A rule is a function ``(module, x, y) → y'``: given a module's input ``x`` and
+output ``y``, it returns a tensor equal to ``y`` whose gradient follows the
+rule. Each rule is a ``torch.autograd.Function`` with ``setup_context`` and
+``generate_vmap_rule``, so ``torch.func.vjp``/``grad``/``vmap`` see it.
+
+Rules are declared as data, a :class:`RuleMap` from module types to rules (as
+in zennit), and :func:`applied` puts one on a model for the duration of a
+``with`` block: forward hooks, removed on every exit, acting only on the
+thread that registered them.
+
+- :data:`GUIDED_BACKPROP`: ReLU passes ``relu(g)`` where its input was positive.
+- :data:`DECONVOLUTION`: ReLU passes ``relu(g)`` whatever its input's sign.
+- :data:`DEEPLIFT_RESCALE`: the gradient becomes ``Δy/Δx`` against a baseline
+  run. The model runs on ``[inputs; baselines]`` (``2N`` rows): the first half
+  is the input, the second its reference. Where ``|Δx| < 1e-10`` the ordinary
+  gradient is kept (Captum's ``eps``). Supported, as in Captum: ReLU, ELU,
+  LeakyReLU, Sigmoid, Tanh, Softplus, Softmax, MaxPool1d/2d/3d (exact types).
+  Every other module — GELU, SiLU, ``F.relu`` called in ``forward`` — keeps its
+  ordinary gradient, as in Captum; summation-to-delta then holds only where
+  those modules are linear.
+
+In-place modules (``nn.ReLU(inplace=True)``) get a copy of their input, so the
+rule still sees the value before the operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable, Iterator, Mapping, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._errors import AttrfxValueError, bad_type
+from .probe import layer_name
+
+RuleFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+EPS = 1e-10
+"""``|Δx|`` below which the DeepLift rules keep the ordinary gradient (Captum's default ``eps``)."""
+
+
+class RuleMap(NamedTuple):
+    """Which rule each module type gets.
+
+    ``rules``: module type → rule; ``subclasses``: match with ``isinstance``
+    (else the exact type); ``single_use``: refuse a module that runs more than
+    once in one forward pass (a rule that pairs rows of one call cannot tell
+    two calls apart in the reference run).
+    """
+
+    name: str
+    rules: Mapping[type, RuleFn]
+    subclasses: bool = False
+    single_use: bool = False
+
+    def rule_for(self, module: nn.Module):
+        """The rule for ``module``, or ``None``."""
+        if self.subclasses:
+            return next((r for t, r in self.rules.items() if isinstance(module, t)), None)
+        return self.rules.get(type(module))
+
+
+# --- guided backpropagation and deconvolution -------------------------------------------------
+
+
+class _GuidedRelu(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y):
+        return y.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, g, torch.zeros_like(g)).clamp(min=0), None
+
+
+class _DeconvRelu(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y):
+        return y.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clamp(min=0), None
+
+
+def guided_relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """ReLU under guided backpropagation: ``∂x = relu(g)·[x > 0]``.
+
+    Example:
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> guided_relu(nn.ReLU(), x, x.relu()).backward(torch.tensor([5.0, -1.0, 4.0]))
+        >>> x.grad.tolist()
+        [0.0, 0.0, 4.0]
+    """
+    return _GuidedRelu.apply(x, y.detach())
+
+
+def deconv_relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """ReLU under deconvolution: ``∂x = relu(g)``, whatever the sign of ``x``.
+
+    Example:
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> deconv_relu(nn.ReLU(), x, x.relu()).backward(torch.tensor([5.0, -1.0, 4.0]))
+        >>> x.grad.tolist()
+        [5.0, 0.0, 4.0]
+    """
+    return _DeconvRelu.apply(x, y.detach())
+
+
+# --- DeepLift rescale ---------------------------------------------------------------------------
+
+
+def _deltas(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """``Δx, Δy`` between the input half and the reference half, repeated for both halves."""
+    x_in, x_ref = x.chunk(2)
+    y_in, y_ref = y.chunk(2)
+    return torch.cat([x_in - x_ref] * 2), torch.cat([y_in - y_ref] * 2)
+
+
+class _Rescale(torch.autograd.Function):
+    """Elementwise rescale: ``g·Δy/Δx`` to ``x``; where ``|Δx| < eps``, ``g`` goes back through ``y``'s own graph."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, eps):
+        return y.detach().clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, eps = inputs
+        ctx.eps = eps
+        ctx.save_for_backward(x, y)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        dx, dy = _deltas(x.detach(), y.detach())
+        small = dx.abs() < ctx.eps
+        zero = torch.zeros_like(g)
+        return torch.where(small, zero, g * dy / dx), torch.where(small, g, zero), None
+
+
+class _RescaleSoftmax(torch.autograd.Function):
+    """Softmax rescale, then the mean over each example (both halves) is subtracted."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, dim, eps):
+        return y.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, dim, eps = inputs
+        ctx.dim, ctx.eps = dim, eps
+        ctx.save_for_backward(x, y)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        dx, dy = _deltas(x, y)
+        ordinary = y * (g - (g * y).sum(ctx.dim, keepdim=True))
+        u = torch.where(dx.abs() < ctx.eps, ordinary, g * dy / dx)
+        pairs = u.reshape((2, u.shape[0] // 2, -1))
+        mean = pairs.mean(dim=(0, 2), keepdim=True).expand_as(pairs)
+        return u - mean.reshape(u.shape), None, None, None
+
+
+class _RescaleMaxPool(torch.autograd.Function):
+    """Max-pool rescale: each window's ``Δ`` goes to the argmax of each half, divided by ``Δx``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, indices, dims, eps):
+        return y.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, indices, dims, eps = inputs
+        ctx.dims, ctx.eps = dims, eps
+        ctx.save_for_backward(x, y, indices)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, indices = ctx.saved_tensors
+        y_in, y_ref = y.chunk(2)
+        top = torch.maximum(y_in, y_ref)
+        g_in, g_ref = g.chunk(2)
+        at_in, at_ref = indices.chunk(2)
+        x_in, x_ref = x.chunk(2)
+        routed = (_scatter(g_in * (top - y_ref), at_in, x_in, ctx.dims)
+                  + _scatter(g_ref * (y_in - top), at_ref, x_in, ctx.dims))
+        dx = torch.cat([x_in - x_ref] * 2)
+        ordinary = _scatter(g, indices, x, ctx.dims)
+        return torch.where(dx.abs() < ctx.eps, ordinary, torch.cat([routed] * 2) / dx), None, None, None, None
+
+
+def _scatter(g: Tensor, indices: Tensor, x: Tensor, dims: int) -> Tensor:
+    """``g`` summed into each pooling window's argmax: a tensor shaped like ``x`` (the max-pool backward)."""
+    lead = tuple(g.shape[:-dims])
+    flat = torch.zeros(lead + (x.shape[-dims:].numel(),), dtype=g.dtype, device=g.device)
+    flat = flat.scatter_add(-1, indices.flatten(-dims), g.flatten(-dims))
+    return flat.reshape(lead + tuple(x.shape[-dims:]))
+
+
+def rescale(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """DeepLift rescale for an elementwise nonlinearity: ``∂x = g·Δy/Δx`` (ordinary gradient where ``|Δx| < eps``).
+
+    ``x`` and ``y`` hold ``[input; reference]`` rows (``2N``).
+
+    Example:
+        >>> x = torch.tensor([2.0, 0.0], requires_grad=True)   # input 2, reference 0
+        >>> rescale(nn.Sigmoid(), x, torch.sigmoid(x)).sum().backward()
+        >>> round(x.grad[0].item(), 6) == round((torch.sigmoid(torch.tensor(2.0)).item() - 0.5) / 2, 6)
+        True
+    """
+    return _Rescale.apply(x, y, EPS)
+
+
+def rescale_softmax(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """DeepLift rescale for ``nn.Softmax``, minus each example's mean multiplier.
+
+    Captum subtracts the mean over the whole batch, which couples examples;
+    here the mean is taken per example (over its input and reference rows),
+    which equals Captum's for one example.
+    """
+    dim = module.dim if module.dim is not None else (0 if x.dim() in (0, 1, 3) else 1)
+    return _RescaleSoftmax.apply(x, y, dim, EPS)
+
+
+def rescale_maxpool(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """DeepLift rescale for ``nn.MaxPool1d/2d/3d``.
+
+    ``Δ`` of each window's maximum, ``max(y, y_ref) − y_ref`` at the input's
+    argmax plus ``y − max(y, y_ref)`` at the reference's argmax, divided by
+    ``Δx``; the ordinary gradient where ``|Δx| < eps``. Windows that share an
+    argmax (stride < kernel) add their shares, as the ordinary gradient does
+    (Captum's ``max_unpool`` keeps one of them).
+    """
+    if module.return_indices:
+        raise AttrfxValueError(f"the DeepLift rule for {type(module).__name__} needs return_indices=False.")
+    dims = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(module)]
+    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
+    with torch.no_grad():
+        _, indices = pool(x.detach(), module.kernel_size, module.stride, module.padding, module.dilation,
+                          module.ceil_mode, True)
+    return _RescaleMaxPool.apply(x, y, indices, dims, EPS)
+
+
+GUIDED_BACKPROP = RuleMap("guided backpropagation", {nn.ReLU: guided_relu}, subclasses=True)
+DECONVOLUTION = RuleMap("deconvolution", {nn.ReLU: deconv_relu}, subclasses=True)
+DEEPLIFT_RESCALE = RuleMap("DeepLift rescale", {
+    nn.ReLU: rescale, nn.ELU: rescale, nn.LeakyReLU: rescale, nn.Sigmoid: rescale, nn.Tanh: rescale,
+    nn.Softplus: rescale, nn.Softmax: rescale_softmax,
+    nn.MaxPool1d: rescale_maxpool, nn.MaxPool2d: rescale_maxpool, nn.MaxPool3d: rescale_maxpool,
+}, single_use=True)
+
+
+# --- applying a rule map ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def applied(model: nn.Module, rules: RuleMap) -> Iterator[None]:
+    """Put ``rules`` on every matching submodule of ``model`` inside the ``with`` block.
+
+    Each forward pass of ``model`` is counted afresh; with ``rules.single_use``
+    a module that runs twice raises an error naming it. Hooks act only on this
+    thread and are removed on every exit.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        >>> with applied(net, GUIDED_BACKPROP):
+        ...     len(net[1]._forward_hooks)
+        1
+        >>> len(net[1]._forward_hooks)
+        0
+    """
+    if not isinstance(model, nn.Module):
+        raise bad_type("model", f"an nn.Module ({rules.name} hooks its nonlinearity modules)", model)
+    owner = threading.get_ident()
+    calls: dict[int, int] = {}
+    saved: dict[int, list[Tensor]] = {}
+
+    def new_pass(mod, inp):
+        if threading.get_ident() == owner:
+            calls.clear()
+            saved.clear()
+
+    def pre(mod, inp):
+        if threading.get_ident() != owner:
+            return None
+        calls[id(mod)] = calls.get(id(mod), 0) + 1
+        if rules.single_use and calls[id(mod)] > 1:
+            raise AttrfxValueError(
+                f"module {layer_name(model, mod)} ({type(mod).__name__}) runs more than once in one forward "
+                f"pass; the {rules.name} rule needs each nonlinearity to run once. Give each use its own "
+                f"module instance.")
+        saved.setdefault(id(mod), []).append(inp[0])
+        if getattr(mod, "inplace", False):
+            return (inp[0].clone(),) + tuple(inp[1:])
+        return None
+
+    def post_with(rule: RuleFn) -> Callable:
+        def post(mod, inp, out):
+            if threading.get_ident() != owner or not saved.get(id(mod)):
+                return None
+            if not isinstance(out, Tensor):
+                raise AttrfxValueError(f"the {rules.name} rule needs module {layer_name(model, mod)} to return "
+                                       f"one tensor; it returned {type(out).__name__}.")
+            return rule(mod, saved[id(mod)].pop(), out)
+        return post
+
+    handles = []
+    try:
+        handles.append(model.register_forward_pre_hook(new_pass))
+        for module in model.modules():
+            rule = rules.rule_for(module)
+            if rule is not None:
+                handles.append(module.register_forward_pre_hook(pre))
+                handles.append(module.register_forward_hook(post_with(rule)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

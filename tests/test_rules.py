@@ -1,0 +1,92 @@
+"""The rules primitive: rules as data, torch.func compatibility, restoration on every exit, statelessness."""
+
+import pytest
+import torch
+from torch import nn
+
+import attrfx
+from attrfx import rules
+from _models_rules import Chain, PoolNet, Raises, ReusedRelu, assert_same, snapshot
+from models import randn, seeded
+
+ALL = [attrfx.neuron_deeplift, attrfx.neuron_guided_backprop, attrfx.neuron_deconvolution,
+       lambda *a: attrfx.neuron_deeplift_shap(*a, randn(3, *a[2].shape[1:], seed=7)),
+       attrfx.neuron_feature_ablation]
+NAMES = ["deeplift", "guided_backprop", "deconvolution", "deeplift_shap", "feature_ablation"]
+
+
+def test_rule_maps_are_data():
+    class MyRelu(nn.ReLU):
+        pass
+    assert rules.GUIDED_BACKPROP.rule_for(MyRelu()) is rules.guided_relu     # isinstance, as Captum
+    assert rules.DEEPLIFT_RESCALE.rule_for(MyRelu()) is None                 # exact types, as Captum
+    assert rules.DEEPLIFT_RESCALE.rule_for(nn.GELU()) is None
+    assert set(rules.DEEPLIFT_RESCALE.rules) == {nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus,
+                                                 nn.Softmax, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d}
+
+
+def test_rules_work_under_torch_func_transforms():
+    x = torch.tensor([[-1.0, 2.0, 0.5]], dtype=torch.float64)
+    cot = torch.tensor([[[3.0, -1.0, 2.0]], [[-2.0, 4.0, 1.0]]], dtype=torch.float64)
+    y, pull = torch.func.vjp(lambda t: rules.guided_relu(nn.ReLU(), t, t.relu()), x)
+    (g,) = torch.func.vmap(pull)(cot)
+    torch.testing.assert_close(g, cot.clamp(min=0) * (x > 0))
+    both = torch.tensor([2.0, -1.0, 0.0, 0.0], dtype=torch.float64)       # input [2, -1], reference [0, 0]
+    g = torch.func.grad(lambda t: rules.rescale(nn.Tanh(), t, torch.tanh(t)).sum())(both)
+    torch.testing.assert_close(g[:2], torch.tanh(both[:2]) / both[:2])
+    torch.testing.assert_close(g, torch.func.grad(lambda t: rules.rescale(nn.Tanh(), t, torch.tanh(t))
+                                                  .sum())(both))
+
+
+def test_epsilon_fallback_keeps_the_ordinary_gradient():
+    both = torch.tensor([0.7, -0.3, 0.7, 0.5], dtype=torch.float64)       # Δx = 0 for the first unit
+    for module, f in [(nn.Sigmoid(), torch.sigmoid), (nn.ELU(), nn.functional.elu)]:
+        g = torch.func.grad(lambda t: rules.rescale(module, t, f(t)).sum())(both)
+        ordinary = torch.func.grad(lambda t: f(t).sum())(both)
+        torch.testing.assert_close(g[0], ordinary[0])
+        torch.testing.assert_close(g[1], (f(both[1:2]) - f(both[3:4]))[0] / (both[1] - both[3]))
+
+
+@pytest.mark.parametrize("method", ALL, ids=NAMES)
+def test_stateless_after_success(method):
+    model, x = seeded(PoolNet), randn(2, 2, 8, 8)
+    model.train()      # training flags must come back as they were
+    before = snapshot(model, x)
+    method(model, "fc1", x, [1, 2])
+    assert_same(before, snapshot(model, x))
+
+
+@pytest.mark.parametrize("method", ALL, ids=NAMES)
+def test_stateless_when_the_model_raises(method):
+    model, x = seeded(Raises), randn(2, 3)
+    before = snapshot(model, x)
+    with pytest.raises(RuntimeError, match="boom"):
+        method(model, "fc2", x, 0)
+    assert_same(before, snapshot(model, x))
+
+
+def test_applied_restores_on_exception():
+    model = seeded(Chain)
+    before = snapshot(model, randn(1, 5))
+    with pytest.raises(KeyError):
+        with rules.applied(model, rules.DEEPLIFT_RESCALE):
+            assert len(model.act1._forward_hooks) == 1
+            raise KeyError("inside")
+    assert_same(before, snapshot(model, randn(1, 5)))
+
+
+def test_reused_module_is_an_error_for_deeplift():
+    model, x = seeded(ReusedRelu), randn(3, 3)
+    before = snapshot(model, x)
+    with pytest.raises(ValueError, match="neuron_deeplift: module 'relu' \\(ReLU\\) runs more than once"):
+        attrfx.neuron_deeplift(model, "fc3", x, 0)
+    with pytest.raises(ValueError, match="runs more than once"):
+        attrfx.neuron_deeplift_shap(model, "fc3", x, 0, randn(2, 3))
+    assert_same(before, snapshot(model, x))
+
+
+@pytest.mark.parametrize("method", ALL[:4], ids=NAMES[:4])
+def test_plain_callable_is_rejected(method):
+    net = seeded(Chain)
+    with pytest.raises(TypeError, match="`model` must be an nn.Module"):
+        method(lambda x: net(x), net.fc2, randn(2, 5), 0)
