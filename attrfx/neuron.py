@@ -14,7 +14,10 @@ from torch import Tensor, nn
 
 from ._api import public
 from ._errors import bad_type, bad_value
-from .gradients import conductance_grads, neuron_input_grads
+from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, Convergence, adaptive_integrate, check_auto, is_auto,
+                       rows_of, rows_on_path, warn_unconverged)
+from .gradients import (conductance_grads, conductance_grads_and_values, neuron_input_grads,
+                        neuron_input_grads_and_values, neuron_values)
 from .inputs import (Inputs, as_tuple, format_args, format_baselines, format_distribution, repeat_args,
                      require_float, restore)
 from .noise import gaussian_noise, make_generator, sample_baselines, uniform
@@ -53,10 +56,12 @@ class NeuronProblem(NamedTuple):
 
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
-                   at_input: bool, *, need_float: bool = True) -> NeuronProblem:
+                   at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False) -> NeuronProblem:
     """Validate and set up a neuron attribution (one small inspection pass of the model).
 
-    ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation).
+    ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation);
+    ``batch_total_ok`` lets a callable selector return one value for the whole batch
+    (methods that need only the neuron's gradient, as in Captum).
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
@@ -65,7 +70,7 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     module = resolve_layer(model, layer)
     seen = inspect(model, [module], xs, args, at_input=at_input)
     (info,) = seen.sites
-    neurons, is_list = neuron_selectors(selector, info)
+    neurons, is_list = neuron_selectors(selector, info, batch_total_ok=batch_total_ok)
     for neuron in neurons:  # a callable selector shows its shape errors here, on the user's batch
         neuron(seen.activations[0])
     return NeuronProblem(model, module, xs, was_tuple, args, info, neurons, is_list, bool(at_input), seen.output)
@@ -103,14 +108,16 @@ def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=N
     References:
         Simonyan et al., "Deep Inside Convolutional Networks", 2013.
     """
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     return p.result(p.input_grads(p.xs))
 
 
 @public
 def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=None, additional_forward_args=None,
                                 n_steps=50, method="gausslegendre", internal_batch_size=None,
-                                attribute_to_neuron_input=False, multiply_by_inputs=True):
+                                attribute_to_neuron_input=False, multiply_by_inputs=True,
+                                tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False):
     """Integrated gradients of a hidden neuron: ``(x − b)·∫₀¹ ∂n/∂x(b + α(x − b)) dα``.
 
     Integrated gradients of the function ``x ↦ n(x)``; sums to ``n(x) − n(b)``
@@ -118,9 +125,16 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
 
     Args:
         baselines: None (zeros), a number, a tensor broadcastable to each input, or a tuple.
-        n_steps, method: the quadrature rule (see :mod:`attrfx.quadrature`).
+        n_steps, method: the quadrature rule (see :mod:`attrfx.quadrature`); ``n_steps="auto"``
+            chooses nodes per example until ``|Σ attributions − (n(x) − n(b))| ≤ tolerance·|n(x) − n(b)|``
+            (see :mod:`attrfx.adaptive`; ``method`` is then unused).
         internal_batch_size: at most this many path points (× examples) per forward pass.
         multiply_by_inputs: multiply by ``x − b`` (global) or not (local).
+        tolerance, max_steps: with ``n_steps="auto"``, the relative completeness gap to reach and the
+            most integrand evaluations per example (an :class:`~attrfx.adaptive.IntegrationBudgetWarning` if
+            they run out first).
+        return_convergence_delta: with ``n_steps="auto"``, also return an
+            :class:`~attrfx.adaptive.Convergence` (delta, evaluations, converged per example).
         Other arguments as in :func:`neuron_gradient`.
 
     Example:
@@ -133,8 +147,12 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
     References:
         Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017.
     """
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     bs = format_baselines(baselines, p.xs)
+    if _auto_requested(n_steps, return_convergence_delta):
+        return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,
+                               multiply_by_inputs, return_convergence_delta)
     rule = get_rule(method, n_steps)
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
     total = integrate_path(p.input_grads, p.xs, bs, rule, chunk)
@@ -144,7 +162,8 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
 @public
 def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target=None, additional_forward_args=None,
                        n_steps=50, method="riemann_trapezoid", internal_batch_size=None,
-                       attribute_to_neuron_input=False, multiply_by_inputs=True):
+                       attribute_to_neuron_input=False, multiply_by_inputs=True,
+                       tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False):
     """Conductance of a hidden neuron: the output's flow through it, per input.
 
     ``(xᵢ − bᵢ)·∫₀¹ ∂F/∂n · ∂n/∂xᵢ dα`` along the straight path, ``F`` the
@@ -153,6 +172,9 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
 
     Args:
         target: which output ``F`` to explain (None, int, tuple, tensor or list).
+        n_steps: as in :func:`neuron_integrated_gradients`; with ``"auto"`` the nodes are refined until the
+            neuron's value change ``n(x) − n(b) = ∫ dn`` is matched (the conductance ``∫ ∂F/∂n dn`` has no
+            known value), and the reported delta is that neuron-value gap on the same nodes.
         Other arguments as in :func:`neuron_integrated_gradients`.
 
     Example:
@@ -167,6 +189,9 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
     bs = format_baselines(baselines, p.xs)
     target = format_target(target, p.n_examples)
     check_target(p.probe_output, target)
+    if _auto_requested(n_steps, return_convergence_delta):
+        return _integrate_auto(p, bs, target, "neuron_conductance", tolerance, max_steps, internal_batch_size,
+                               multiply_by_inputs, return_convergence_delta)
     rule = get_rule(method, n_steps)
 
     def flow_at(points, times):
@@ -176,6 +201,47 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
 
     total = integrate_path(flow_at, p.xs, bs, rule, steps_per_chunk(internal_batch_size, p.n_examples, len(rule)))
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
+
+
+def _auto_requested(n_steps: Any, return_convergence_delta: Any) -> bool:
+    if is_auto(n_steps):
+        return True
+    if return_convergence_delta:
+        raise bad_value("return_convergence_delta", "False unless n_steps='auto' (neuron methods report "
+                        "convergence for adaptive integration only)", f"True with n_steps={n_steps!r}")
+    return False
+
+
+def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name: str, tolerance: Any, max_steps: Any,
+                    internal_batch_size: Any, multiply_by_inputs: bool, return_convergence_delta: bool):
+    """``n_steps="auto"``: per-example adaptive nodes (:func:`attrfx.adaptive.adaptive_integrate`), refined until
+    the neurons' value change is matched; ``target`` (conductance) or None (integrated gradients)."""
+    tolerance, max_steps = check_auto(tolerance, max_steps)
+    n = p.n_examples
+    chunk = steps_per_chunk(internal_batch_size, 1, 1 << 62)
+    values = neuron_values(p.model, p.layer, p.neurons, p.args, p.at_input)
+    full_bs = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
+    diffs = tuple(x - b for x, b in zip(p.xs, full_bs))
+    ends = (values(*full_bs), values(*p.xs))
+
+    def evaluate(examples: Tensor, alphas: Tensor):
+        points = rows_on_path(p.xs, bs, examples, alphas)
+        args, rows_target = rows_of(p.args, target, n, examples)
+        if target is None:
+            grads, at = neuron_input_grads_and_values(p.model, p.layer, p.neurons, points, args, at_input=p.at_input)
+            flows = grads
+        else:
+            grads, rates, at = conductance_grads_and_values(p.model, p.info, p.neurons, points, args, rows_target)
+            flows = tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
+        speed = sum((g * d[examples]).reshape(g.shape[0], g.shape[1], -1).sum(2) for g, d in zip(grads, diffs))
+        return speed, at, flows
+
+    total, conv = adaptive_integrate(evaluate, ends, tolerance=tolerance, max_steps=max_steps, chunk=chunk)
+    warn_unconverged(name, conv, ends[1] - ends[0], tolerance, max_steps)
+    result = p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
+    if not return_convergence_delta:
+        return result
+    return result, conv if p.is_list else Convergence(conv.delta[0], conv.evaluations, conv.converged)
 
 
 @public
@@ -205,7 +271,8 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
     References:
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     dists = format_distribution(baselines, inputs, p.xs)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int):
         raise bad_type("n_samples", "a positive int", n_samples)

@@ -123,7 +123,8 @@ def neuron_deeplift(model, layer, inputs, selector, *, baselines=None, additiona
         attribution methods for deep neural networks", 2018.
     """
     _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     _custom_arity(custom_attribution_func)
     bs = format_baselines(baselines, p.xs)
     multipliers = rescale_multipliers(p, bs)
@@ -156,7 +157,8 @@ def neuron_deeplift_shap(model, layer, inputs, selector, baselines, *, additiona
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
     _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     _custom_arity(custom_attribution_func)
     if callable(baselines) and not isinstance(baselines, Tensor) and not inspect.signature(baselines).parameters:
         baselines = baselines()
@@ -195,7 +197,8 @@ def neuron_guided_backprop(model, layer, inputs, selector, *, additional_forward
         Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
     """
     _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     with rules.applied(model, rules.GUIDED_BACKPROP):
         return p.result(p.input_grads(p.xs))
 
@@ -223,6 +226,7 @@ def neuron_deconvolution(model, layer, inputs, selector, *, additional_forward_a
         Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014.
     """
     _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       batch_total_ok=True)
     with rules.applied(model, rules.DECONVOLUTION):
         return p.result(p.input_grads(p.xs))

@@ -24,8 +24,13 @@ Neuron = Callable[[Activation], Tensor]
 Selector = Union[int, tuple, Callable]
 
 
-def neuron_selectors(selector: Any, info: LayerInfo, arg: str = "selector") -> tuple[list[Neuron], bool]:
+def neuron_selectors(selector: Any, info: LayerInfo, arg: str = "selector",
+                     *, batch_total_ok: bool = False) -> tuple[list[Neuron], bool]:
     """``(neurons, is_list)``: one function per selector; a list gives several.
+
+    With ``batch_total_ok`` (methods that need only the neuron's gradient), a
+    callable may also return one value for the whole batch, e.g. ``h.sum()``;
+    its gradient is still taken per example, since examples are independent.
 
     Example:
         >>> from torch import nn
@@ -39,14 +44,15 @@ def neuron_selectors(selector: Any, info: LayerInfo, arg: str = "selector") -> t
     if isinstance(selector, list):
         if not selector:
             raise bad_value(arg, "a selector or a non-empty list of selectors", "an empty list")
-        return [neuron_selector(s, info, f"{arg}[{i}]") for i, s in enumerate(selector)], True
-    return [neuron_selector(selector, info, arg)], False
+        return [neuron_selector(s, info, f"{arg}[{i}]", batch_total_ok=batch_total_ok)
+                for i, s in enumerate(selector)], True
+    return [neuron_selector(selector, info, arg, batch_total_ok=batch_total_ok)], False
 
 
-def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector") -> Neuron:
+def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector", *, batch_total_ok: bool = False) -> Neuron:
     """The function ``activation → neuron value per example`` for one selector."""
     if callable(selector):
-        return _callable_neuron(selector, info, arg)
+        return _callable_neuron(selector, info, arg, batch_total_ok)
     index = _as_index(selector, arg)
     if info.is_tuple:
         raise bad_value(arg, f"a callable, since layer {info.name} gives {len(info.shapes)} tensors",
@@ -70,11 +76,15 @@ def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector") -> Ne
     return pick
 
 
-def _as_index(selector: Any, arg: str) -> tuple:
+def _as_index(selector: Any, arg: str,
+              expected: str = "an int, a tuple of ints and slices, a callable, or a list of these") -> tuple:
     parts = selector if isinstance(selector, tuple) else (selector,)
     out = []
     for p in parts:
         if isinstance(p, slice):
+            ints = all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in (p.start, p.stop, p.step))
+            if not ints or (p.step is not None and p.step < 1):
+                raise bad_value(arg, "slices of ints (or None) with a positive step", repr(p))
             out.append(p)
             continue
         try:
@@ -82,15 +92,16 @@ def _as_index(selector: Any, arg: str) -> tuple:
                 raise TypeError
             out.append(operator.index(p))
         except TypeError:
-            raise bad_type(arg, "an int, a tuple of ints and slices, a callable, or a list of these",
-                           p) from None
+            raise bad_type(arg, expected, p) from None
     return tuple(out)
 
 
-def _callable_neuron(selector: Callable, info: LayerInfo, arg: str) -> Neuron:
+def _callable_neuron(selector: Callable, info: LayerInfo, arg: str, batch_total_ok: bool) -> Neuron:
     def pick(hs: Activation) -> Tensor:
         value = selector(hs if info.is_tuple else hs[0])
         n = hs[0].shape[0]
+        if batch_total_ok and isinstance(value, Tensor) and value.numel() == 1:
+            return value.reshape(()).expand(n) / n  # rows sum to the total: a unit cotangent per row is exact
         if not isinstance(value, Tensor) or value.numel() != n:
             got = f"shape {_batch_shape(value.shape, n)}" if isinstance(value, Tensor) else type(value).__name__
             raise AttrfxValueError(f"`{arg}` (a callable) must return one value per example, a tensor of "
@@ -98,6 +109,9 @@ def _callable_neuron(selector: Callable, info: LayerInfo, arg: str) -> Neuron:
         return value.reshape(n)
 
     return pick
+
+
+_TARGET_FORMS = "an int, a tuple of ints, a tensor of ints, or a list of ints or tuples"
 
 
 class Target(NamedTuple):
@@ -123,20 +137,22 @@ def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
     if target is None:
         return Target(None, None)
     if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise bad_value(arg, "an int tensor with one entry or one per example", f"a {target.dtype} tensor")
         if target.numel() == 1:
             return Target((int(target.item()),), None)
-        if target.dim() != 1 or target.is_floating_point():
+        if target.dim() != 1:
             raise bad_value(arg, f"an int tensor with one entry or one per example ({n_examples},)",
                             f"a {target.dtype} tensor of shape {tuple(target.shape)}")
         target = target.tolist()
     if isinstance(target, list):
         if len(target) != n_examples:
             raise bad_value(arg, f"a list with one entry per example ({n_examples})", f"{len(target)} entries")
-        rows = [_as_index(t, arg) for t in target]
+        rows = [_as_index(t, arg, _TARGET_FORMS) for t in target]
         if len({len(r) for r in rows}) != 1 or any(isinstance(i, slice) for r in rows for i in r):
             raise bad_value(arg, "a list of ints, or of tuples of ints of one length", repr(target))
         return Target(None, torch.tensor(rows, dtype=torch.long))
-    index = _as_index(target, arg)
+    index = _as_index(target, arg, _TARGET_FORMS)
     if any(isinstance(i, slice) for i in index):
         raise bad_value(arg, "ints (a slice does not pick one output)", repr(target))
     return Target(index, None)

@@ -214,3 +214,22 @@ def test_side_input_gets_zero_attribution():
                    attrfx.neuron_conductance(model, "act", xs, 1, target=0, n_steps=4)]:
         assert result[1].shape == xs[1].shape and torch.equal(result[1], torch.zeros_like(xs[1]))
         assert result[0].abs().sum() > 0
+
+
+def test_callable_selector_may_return_the_batch_total_for_gradient_methods():
+    """As in Captum, ``lambda h: h[:, 2:].sum()`` works where only the neuron's gradient is needed."""
+    model, x = mlp_case()
+    total = lambda h: h[:, 2:].sum()
+    assert_parity(attrfx.neuron_gradient(model, "act2", x, total),
+                  NeuronGradient(model, model.act2).attribute(x, total))
+    assert_parity(attrfx.neuron_integrated_gradients(model, "act2", x, total, n_steps=6, internal_batch_size=9),
+                  NeuronIntegratedGradients(model, model.act2).attribute(x, total, n_steps=6, internal_batch_size=9))
+    assert_parity(attrfx.neuron_gradient(model, "act2", x, [total, 1])[0],
+                  NeuronGradient(model, model.act2).attribute(x, total))
+
+
+def test_conductance_needs_one_value_per_example():
+    model, x = mlp_case()
+    with pytest.raises(ValueError, match=r"neuron_conductance: `selector` \(a callable\) must return one value "
+                                         r"per example, a tensor of shape \(N,\); it returned shape \(\)"):
+        attrfx.neuron_conductance(model, "act2", x, lambda h: h.sum(), target=0)
