@@ -7,6 +7,8 @@ Every method is a pure function composed of public primitives:
 
 from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors
 from ._errors import AttrfxTypeError, AttrfxValueError
+from . import adaptive
+from .adaptive import Convergence, IntegrationBudgetWarning
 from .layer import interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation
 from .neuron import neuron_conductance, neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients
 from . import ablation, rules
@@ -18,6 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AttrfxTypeError",
     "AttrfxValueError",
+    "Convergence",
+    "IntegrationBudgetWarning",
+    "adaptive",
     "axioms",
     "gradients",
     "inputs",

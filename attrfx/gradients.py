@@ -60,9 +60,23 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
     return pull_each(pull, values)
 
 
+def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
+                                  args: tuple, *, at_input: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
+    """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
+    values, pull = torch.func.vjp(neuron_values(model, layer, neurons, args, at_input), *xs)
+    return pull_each(pull, values), values
+
+
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
                 target: Target) -> tuple[list[Activation], list[Activation]]:
     """``(h, ∂F/∂h)`` at each probe site, for ``F`` the target-selected output."""
+    acts, grads, _ = layer_grads_and_output(model, sites, xs, args, target)
+    return acts, grads
+
+
+def layer_grads_and_output(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
+                           target: Target) -> tuple[list[Activation], list[Activation], Tensor]:
+    """``(h, ∂F/∂h, F)``: :func:`layer_grads` with the explained output ``[N]`` of the same pass."""
     n, device = xs[0].shape[0], xs[0].device
 
     def explained(deltas):
@@ -72,7 +86,7 @@ def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor
     deltas = [zero_deltas(site, n, device) for site in sites]
     value, pull, acts = torch.func.vjp(explained, deltas, has_aux=True)
     (grads,) = pull(torch.ones_like(value))
-    return acts, list(grads)
+    return acts, list(grads), value
 
 
 def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor], args: tuple,
@@ -82,6 +96,13 @@ def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron
     ``∂F/∂n_k`` is the selector applied to ``∂F/∂h`` (exact for one neuron; the
     sum of the neurons' gradients for a slice).
     """
+    input_grads, rates, _ = conductance_grads_and_values(model, site, neurons, xs, args, target)
+    return input_grads, rates
+
+
+def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor],
+                                 args: tuple, target: Target) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+    """:func:`conductance_grads` with the neuron values ``n_k`` ``[K, N]`` of the same forward pass."""
     n = xs[0].shape[0]
 
     def explained(deltas):
@@ -90,8 +111,8 @@ def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron
             return torch.stack([nr(acts[0]) for nr in neurons]), select_target(output, target)
 
         values, pull, output = torch.func.vjp(neurons_and_output, *xs, has_aux=True)
-        return output, pull_each(pull, values)
+        return output, (pull_each(pull, values), values)
 
-    output, pull, input_grads = torch.func.vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)
+    output, pull, (input_grads, values) = torch.func.vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)
     (layer_grad,) = pull(torch.ones_like(output))
-    return input_grads, torch.stack([nr(layer_grad) for nr in neurons])
+    return input_grads, torch.stack([nr(layer_grad) for nr in neurons]), values

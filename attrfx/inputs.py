@@ -7,6 +7,7 @@ a tuple in gives a tuple out.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence, Union
 
 import torch
@@ -77,7 +78,7 @@ def format_baselines(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ..
 def _one_baseline(b: Any, x: Tensor, i: int) -> Tensor:
     if isinstance(b, bool) or not isinstance(b, (int, float, Tensor)):
         raise bad_type(f"baselines[{i}]", "None, a number or a torch.Tensor", b)
-    b = torch.as_tensor(b).to(dtype=x.dtype, device=x.device)
+    b = _cast(b, x, f"baselines[{i}]")
     try:
         fits = torch.broadcast_shapes(b.shape, x.shape) == x.shape
     except RuntimeError:
@@ -88,14 +89,27 @@ def _one_baseline(b: Any, x: Tensor, i: int) -> Tensor:
     return b
 
 
+def _cast(b: Any, x: Tensor, arg: str) -> Tensor:
+    """``b`` as a tensor of ``x``'s dtype on ``x``'s device (a real tensor that can be copied there)."""
+    b = torch.as_tensor(b)
+    if b.is_complex():
+        raise bad_value(arg, f"a real tensor (it is cast to the inputs' dtype {x.dtype})", f"dtype {b.dtype}")
+    try:
+        return b.to(dtype=x.dtype, device=x.device)
+    except (RuntimeError, NotImplementedError):
+        raise bad_value(arg, f"a tensor that can be copied to the inputs' device {x.device}",
+                        f"a tensor on device {b.device}") from None
+
+
 def format_distribution(baselines: Any, inputs: Inputs, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Baseline distributions for sampling methods: dim 0 indexes baseline samples.
 
     ``baselines`` is a tensor (or tuple) whose dims after the first match the
-    input's, or a callable that takes ``inputs`` and returns one.
+    input's, or a callable that returns one (called with ``inputs``, or with
+    nothing if it takes no arguments, as in Captum).
     """
     if callable(baselines) and not isinstance(baselines, Tensor):
-        baselines = baselines(inputs)
+        baselines = baselines() if _takes_nothing(baselines) else baselines(inputs)
     bs = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(bs) != len(xs):
         raise bad_value("baselines", f"one baseline distribution per input ({len(xs)})", f"{len(bs)}")
@@ -106,8 +120,15 @@ def format_distribution(baselines: Any, inputs: Inputs, xs: tuple[Tensor, ...]) 
         if b.dim() != x.dim() or b.shape[1:] != x.shape[1:] or b.shape[0] == 0:
             raise bad_value(f"baselines[{i}]", f"a tensor shaped (n_baselines, {', '.join(map(str, x.shape[1:]))})",
                             f"shape {tuple(b.shape)}")
-        out.append(b.to(dtype=x.dtype, device=x.device))
+        out.append(_cast(b, x, f"baselines[{i}]"))
     return tuple(out)
+
+
+def _takes_nothing(fn: Any) -> bool:
+    try:
+        return not inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): pass the inputs
+        return False
 
 
 def format_args(additional_forward_args: Any) -> tuple:

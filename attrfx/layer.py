@@ -15,8 +15,10 @@ import torch.nn.functional as functional
 from torch import Tensor, nn
 
 from ._api import public
-from ._errors import bad_type, bad_value
-from .gradients import layer_grads
+from ._errors import AttrfxValueError, bad_type, bad_value
+from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_differences, check_auto, is_auto, rows_of,
+                       rows_on_path, warn_unconverged)
+from .gradients import layer_grads, layer_grads_and_output
 from .inputs import Inputs, as_tuple, format_args, format_baselines, repeat_args
 from .paths import integrate_differences, steps_per_chunk, straight_line
 from .probe import Activation, LayerInfo, call_model, inspect, resolve_layer
@@ -52,8 +54,15 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
     """Validate and set up a layer attribution (one small inspection pass of the model)."""
     xs, _ = as_tuple(inputs)
     args = format_args(additional_forward_args)
+    if not layers:
+        raise bad_value("layer", "a layer or a non-empty list of layers", "an empty list")
     modules = [resolve_layer(model, layer) for layer in layers]
     seen = inspect(model, modules, xs, args, at_input=at_input)
+    for site in seen.sites:
+        if not all(d.is_floating_point for d in site.dtypes):
+            raise bad_value("layer", "a layer whose activation is floating-point, to take gradients at it",
+                            f"layer {site.name} whose {'input' if at_input else 'output'} has dtype "
+                            f"{', '.join(map(str, site.dtypes))}")
     target = format_target(target, xs[0].shape[0])
     check_target(seen.output, target)
     return LayerProblem(model, seen.sites, xs, args, target)
@@ -124,6 +133,9 @@ def layer_gradcam(model, layer, inputs, *, target=None, additional_forward_args=
         Selvaraju et al., "Grad-CAM", 2017.
     """
     p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input)
+    if attr_dim_summation and not all(p.infos[0].shapes):
+        raise bad_value("layer", "a layer whose activation has a channel dimension, (N, C, ...), to sum over",
+                        f"layer {p.infos[0].name} with activation shapes {[(('N',) + s) for s in p.infos[0].shapes]}")
     (acts,), (grads,) = p.grads(p.xs)
     maps = []
     for g, h in zip(grads, acts):
@@ -141,16 +153,38 @@ def interpolate(layer_attribution: Tensor, interpolate_dims: Union[int, tuple[in
         >>> interpolate(torch.ones(2, 1, 4, 4), (8, 8)).shape
         torch.Size([2, 1, 8, 8])
     """
-    if not isinstance(layer_attribution, Tensor) or layer_attribution.dim() not in (3, 4, 5):
-        got = f"shape {tuple(layer_attribution.shape)}" if isinstance(layer_attribution, Tensor) else layer_attribution
-        raise bad_value("layer_attribution", "a 3-, 4- or 5-d tensor [N, C, ...]", got)
+    try:
+        _check_interpolation(layer_attribution, interpolate_dims, interpolate_mode)
+    except AttrfxValueError as err:
+        raise AttrfxValueError(f"interpolate: {err}") from None
     return functional.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+
+_MODES = {"nearest": (3, 4, 5), "nearest-exact": (3, 4, 5), "area": (3, 4, 5), "linear": (3,), "bilinear": (4,),
+          "bicubic": (4,), "trilinear": (5,)}
+
+
+def _check_interpolation(attribution: Any, dims: Any, mode: Any) -> None:
+    if not isinstance(attribution, Tensor) or attribution.dim() not in (3, 4, 5):
+        got = f"shape {tuple(attribution.shape)}" if isinstance(attribution, Tensor) else attribution
+        raise bad_value("layer_attribution", "a 3-, 4- or 5-d tensor [N, C, ...]", got)
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise bad_value("interpolate_mode", f"one of {sorted(_MODES)}", repr(mode))
+    if attribution.dim() not in _MODES[mode]:
+        raise bad_value("interpolate_mode", f"a mode for a {attribution.dim()}-d map (mode {mode!r} needs "
+                        f"{' or '.join(map(str, _MODES[mode]))} dims)", repr(mode))
+    sizes = dims if isinstance(dims, (tuple, list)) else (dims,)
+    spatial = attribution.dim() - 2
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sizes) or \
+            len(sizes) not in ((1, spatial) if not isinstance(dims, (tuple, list)) else (spatial,)):
+        raise bad_value("interpolate_dims", f"a positive int or {spatial} positive ints (one per spatial dim)",
+                        repr(dims))
 
 
 @public
 def layer_conductance(model, layer, inputs, *, baselines=None, target=None, additional_forward_args=None, n_steps=50,
                       method="gausslegendre", internal_batch_size=None, return_convergence_delta=False,
-                      attribute_to_layer_input=False):
+                      attribute_to_layer_input=False, tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS):
     """Conductance of each neuron of a layer: ``∫ ∂F/∂h · dh`` along the input path.
 
     Discretised on the ``n_steps + 1`` nodes of ``method`` as
@@ -161,9 +195,16 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
 
     Args:
         baselines: None (zeros), a number, a tensor broadcastable to each input, or a tuple.
-        n_steps, method: the path discretisation (see :mod:`attrfx.quadrature`).
+        n_steps, method: the path discretisation (see :mod:`attrfx.quadrature`). ``n_steps="auto"``
+            refines nodes per example (0 and 1 included) with the second-order sum
+            ``Σₛ ½(∂F/∂h(αₛ) + ∂F/∂h(αₛ₊₁))·(h(αₛ₊₁) − h(αₛ))`` until
+            ``|Σ attributions − (F(x) − F(b))| ≤ tolerance·|F(x) − F(b)|`` (see :mod:`attrfx.adaptive`).
         internal_batch_size: at most this many path points (× examples) per forward pass.
-        return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example.
+        return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example; with
+            ``n_steps="auto"`` an :class:`~attrfx.adaptive.Convergence` (delta, evaluations, converged).
+        tolerance, max_steps: with ``n_steps="auto"``, the relative completeness gap to reach and the most
+            integrand evaluations per example (an :class:`~attrfx.adaptive.IntegrationBudgetWarning` if
+            they run out first).
         Other arguments as in :func:`layer_gradient_x_activation`.
 
     Returns:
@@ -180,11 +221,17 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
         Dhamdhere et al., "How Important Is a Neuron?", 2018.
     """
     p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input)
+    if not all(x.is_floating_point() for x in p.xs):  # no path points between integer inputs (token ids)
+        raise bad_value("inputs", "floating-point tensors, which the path from the baselines interpolates (for token "
+                        "ids use layer_gradient_x_activation or layer_gradcam at the embedding layer)",
+                        f"dtypes {[x.dtype for x in p.xs]}")
     bs = format_baselines(baselines, p.xs)
+    if is_auto(n_steps):
+        return _conductance_auto(p, bs, tolerance, max_steps, internal_batch_size, return_convergence_delta)
     if isinstance(n_steps, bool) or not isinstance(n_steps, int):
-        raise bad_type("n_steps", "a positive int", n_steps)
+        raise bad_type("n_steps", "a positive int or 'auto'", n_steps)
     if n_steps < 1:
-        raise bad_value("n_steps", "a positive int", n_steps)
+        raise bad_value("n_steps", "a positive int or 'auto'", n_steps)
     alphas = get_rule(method, n_steps + 1).alphas
     n = p.n_examples
 
@@ -202,3 +249,23 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
     endpoints = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
     gap = sum(a.reshape(n, -1).sum(1) for a in attrs) - (p.output(p.xs) - p.output(endpoints))
     return result, gap
+
+
+def _conductance_auto(p: LayerProblem, bs: tuple[Tensor, ...], tolerance: Any, max_steps: Any,
+                      internal_batch_size: Any, return_convergence_delta: bool):
+    """``n_steps="auto"``: per-example adaptive nodes (:func:`attrfx.adaptive.adaptive_differences`)."""
+    tolerance, max_steps = check_auto(tolerance, max_steps)
+    n = p.n_examples
+
+    def evaluate(examples: Tensor, alphas: Tensor):
+        args, target = rows_of(p.args, p.target, n, examples)
+        (acts,), (grads,), output = layer_grads_and_output(p.model, p.infos, rows_on_path(p.xs, bs, examples, alphas),
+                                                           args, target)
+        return output, acts, grads
+
+    attrs, conv = adaptive_differences(evaluate, n, tolerance=tolerance, max_steps=max_steps,
+                                       chunk=steps_per_chunk(internal_batch_size, 1, 1 << 62), device=p.xs[0].device)
+    if not bool(conv.converged.all()):
+        endpoints = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
+        warn_unconverged("layer_conductance", conv, p.output(p.xs) - p.output(endpoints), tolerance, max_steps)
+    return (as_layer_result(attrs), conv) if return_convergence_delta else as_layer_result(attrs)

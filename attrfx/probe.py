@@ -100,13 +100,19 @@ def call_model(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
 
     A module in training mode runs on copies of its buffers, so running
     statistics (BatchNorm) are never updated, and ``torch.func`` transforms see
-    no in-place update of state captured from outside.
+    no in-place update of state captured from outside. ``functional_call`` swaps
+    the copies onto the module for the forward pass, so those passes take a
+    lock: threads sharing a model in training mode never see each other's copies.
     """
     if isinstance(model, nn.Module) and any(m.training for m in model.modules()):
         copies = {name: b.clone() for name, b in model.named_buffers()}
         if copies:
-            return torch.func.functional_call(model, copies, tuple(xs) + tuple(args))
+            with _SWAP_LOCK:
+                return torch.func.functional_call(model, copies, tuple(xs) + tuple(args))
     return model(*xs, *args)
+
+
+_SWAP_LOCK = threading.RLock()
 
 
 class _LayerReached(BaseException):
@@ -262,14 +268,29 @@ def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Te
 
 
 def inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
-            *, at_input: bool = False) -> Inspection:
+            *, at_input: bool = False, empty: bool = False) -> Inspection:
     """Run the model on its first examples to learn each layer's activation (shape, dtype, maker).
 
     Raises a clear error if a layer does not run, or runs more than once (then
     "the layer's activation" is ambiguous). The activations and output let
     callers check selectors and targets before any heavy work.
+
+    With ``empty``, an ``nn.Module`` in eval mode is first run on an empty batch
+    (zero examples): shapes and run counts at almost no cost, for callers that
+    use neither the activations' values nor the output. Any failure of that
+    pass falls back to the usual pass on ``min(2, N)`` examples, which then
+    reports the error.
     """
-    n = min(2, xs[0].shape[0])
+    if empty and isinstance(model, nn.Module) and not any(m.training for m in model.modules()):
+        try:
+            return _inspect(model, layers, xs, args, at_input, 0)
+        except Exception:  # e.g. a model that cannot run on no examples: take real ones
+            pass
+    return _inspect(model, layers, xs, args, at_input, min(2, xs[0].shape[0]))
+
+
+def _inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple, at_input: bool,
+             n: int) -> Inspection:
     small = tuple(x[:n] for x in xs)
     calls: list[list[Activation]] = [[] for _ in layers]
     makers = _Makers(small)

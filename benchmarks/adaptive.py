@@ -1,0 +1,109 @@
+"""Completeness gap against integrand evaluations: fixed rules, ``n_steps="auto"`` and Captum.
+
+    .venv/bin/python -m benchmarks.adaptive                 # mlp, cnn, tfm (about 10 min on 2 CPU cores)
+    .venv/bin/python -m benchmarks.adaptive --models tfm --quick
+
+For each reference model of :mod:`benchmarks.models` (float32, zero baseline,
+target logit ``case.target``) it prints, per configuration, the median and
+largest relative completeness gap ``|Σ attributions − (F(x) − F(b))| / |F(x) − F(b)|``
+over the batch, and the integrand evaluations per example (median / largest):
+
+- integrated gradients of the target logit (``neuron_integrated_gradients`` at
+  the output layer; Captum: ``IntegratedGradients``);
+- ``layer_conductance`` at the model's "late" layer (a layer every path
+  crosses, so completeness holds; Captum: ``LayerConductance``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+import attrfx  # noqa: E402
+from attrfx import axioms  # noqa: E402
+from attrfx.adaptive import IntegrationBudgetWarning  # noqa: E402
+from benchmarks.models import build  # noqa: E402
+
+OUTPUT = {"mlp": "fc3", "cnn": "fc", "tfm": "head"}
+TOLERANCES = (1e-2, 5e-3, 2e-3, 1e-3)
+
+
+def _row(label: str, gaps: torch.Tensor, evals, seconds: float) -> None:
+    g = gaps.abs().double()
+    ev = evals if isinstance(evals, list) else [evals] * g.numel()
+    print(f"  {label:38s} gap median {float(g.median()):9.2e}  max {float(g.max()):9.2e}   "
+          f"evals median {statistics.median(ev):6.1f}  max {max(ev):4d}   {seconds:6.1f}s", flush=True)
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationBudgetWarning)
+        out = fn()
+    return out, time.perf_counter() - start
+
+
+def run(name: str, quick: bool) -> None:
+    from captum.attr import IntegratedGradients, LayerConductance
+
+    case = build(name)
+    model, x, target = case.model, case.inputs, case.target
+    change = axioms.output_difference(model, x, target=target)
+    steps = (8, 16, 32, 64) if quick else (8, 16, 32, 64, 128, 256)
+    rules = ("gausslegendre", "riemann_trapezoid") if quick else \
+        ("gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left")
+    print(f"\n{name}: integrated gradients of logit {target} ({x.shape[0]} examples)")
+    for method in rules:
+        for n in steps:
+            attr, s = _timed(lambda: attrfx.neuron_integrated_gradients(model, OUTPUT[name], x, target, n_steps=n,
+                                                                        method=method))
+            _row(f"attrfx {method} n={n}", axioms.completeness_gap(attr, change) / change.abs(), n, s)
+    for n in steps[1::2]:
+        (_, delta), s = _timed(lambda: IntegratedGradients(model).attribute(
+            x, target=target, n_steps=n, method="gausslegendre", return_convergence_delta=True))
+        _row(f"captum IG gausslegendre n={n}", delta / change.abs(), n, s)
+    for tol in TOLERANCES:
+        (attr, conv), s = _timed(lambda: attrfx.neuron_integrated_gradients(
+            model, OUTPUT[name], x, target, n_steps="auto", tolerance=tol, return_convergence_delta=True))
+        _row(f"attrfx auto tolerance={tol:g}", axioms.completeness_gap(attr, change) / change.abs(),
+             conv.evaluations.tolist(), s)
+
+    layer = case.layers["late"]
+    print(f"{name}: layer_conductance at {layer!r}, logit {target}")
+    for method in ("gausslegendre", "riemann_trapezoid"):
+        for n in steps[1::2]:
+            (_, delta), s = _timed(lambda: attrfx.layer_conductance(model, layer, x, target=target, n_steps=n,
+                                                                    method=method, return_convergence_delta=True))
+            _row(f"attrfx {method} n={n}", delta / change.abs(), n + 1, s)
+    for n in steps[1::2]:
+        module = model.get_submodule(layer)
+        (_, delta), s = _timed(lambda: LayerConductance(model, module).attribute(
+            x, target=target, n_steps=n, method="gausslegendre", return_convergence_delta=True))
+        _row(f"captum LC gausslegendre n={n}", delta / change.abs(), n + 1, s)
+    for tol in TOLERANCES:
+        (_, conv), s = _timed(lambda: attrfx.layer_conductance(model, layer, x, target=target, n_steps="auto",
+                                                               tolerance=tol, return_convergence_delta=True))
+        _row(f"attrfx auto tolerance={tol:g}", conv.delta / change.abs(), conv.evaluations.tolist(), s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn", "tfm"], choices=["mlp", "cnn", "tfm"])
+    parser.add_argument("--quick", action="store_true", help="fewer rules and step counts")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    for name in args.models:
+        run(name, args.quick)
+
+
+if __name__ == "__main__":
+    main()
