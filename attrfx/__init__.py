@@ -5,7 +5,7 @@ Every method is a pure function composed of public primitives:
 :mod:`~attrfx.selectors`, :mod:`~attrfx.noise` and :mod:`~attrfx.gradients`.
 """
 
-from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors
+from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors, viz
 from ._errors import AttrfxTypeError, AttrfxValueError
 from . import adaptive
 from .adaptive import Convergence, IntegrationBudgetWarning
@@ -39,6 +39,7 @@ __all__ = [
     "probe",
     "quadrature",
     "selectors",
+    "viz",
     "ablation",
     "rules",
     "neuron_feature_ablation",

@@ -23,3 +23,12 @@ def bad_value(arg: str, expected: str, got: object) -> AttrfxValueError:
 
 def bad_type(arg: str, expected: str, got: object) -> AttrfxTypeError:
     return AttrfxTypeError(f"`{arg}` must be {expected}; got {type(got).__name__}.")
+
+
+def check_count(arg: str, value: object, least: int = 1, expected: str = "a positive int") -> int:
+    """``value`` if it is an int of at least ``least``; otherwise the error naming ``arg``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_type(arg, expected, value)
+    if value < least:
+        raise bad_value(arg, expected, value)
+    return value

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn  # noqa: F401  (nn: doctest namespace)
 
 from ._api import public
-from ._errors import bad_type, bad_value
+from ._progress import Progress
+from ._errors import bad_type, bad_value, check_count
 from .gradients import neuron_values
 from .inputs import format_baselines, repeat_args
 from .neuron import neuron_problem
@@ -74,10 +75,7 @@ def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Ten
         >>> ablate(f, (torch.tensor([[1.0, 2.0]]),), (torch.zeros(()),), (torch.tensor([[0, 1]]),), ())[0].tolist()
         [[[1.0, 4.0]]]
     """
-    if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int):
-        raise bad_type("perturbations_per_eval", "a positive int", perturbations_per_eval)
-    if perturbations_per_eval < 1:
-        raise bad_value("perturbations_per_eval", "a positive int", perturbations_per_eval)
+    check_count("perturbations_per_eval", perturbations_per_eval)
     n = xs[0].shape[0]
     initial = values(*xs, *args)
     totals = [torch.zeros(initial.shape + tuple(x.shape[1:]), dtype=initial.dtype, device=x.device) for x in xs]
@@ -96,7 +94,8 @@ def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Ten
 
 @public
 def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, additional_forward_args=None,
-                            feature_mask=None, attribute_to_neuron_input=False, perturbations_per_eval=1):
+                            feature_mask=None, attribute_to_neuron_input=False, perturbations_per_eval=1,
+                            show_progress=False):
     """Feature ablation of a hidden neuron: ``n(x) − n(x with a feature group set to the baseline)``.
 
     Every element of a group gets the group's drop. Groups come from
@@ -114,6 +113,7 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
         feature_mask: an integer tensor per input, broadcastable to it (dim 0 of size 1 or N).
         attribute_to_neuron_input: select the neuron from the layer's input.
         perturbations_per_eval: how many ablations share one forward pass (memory, never the result).
+        show_progress: draw a progress bar on stderr, one step per forward pass.
 
     Returns:
         Attributions shaped like ``inputs`` (leading K for a list of selectors).
@@ -132,5 +132,8 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
     bs = format_baselines(baselines, p.xs)
     masks = feature_masks(feature_mask, p.xs)
     values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input)
-    total = ablate(values, p.xs, bs, masks, p.args, perturbations_per_eval)
+    groups = torch.unique(torch.cat([m.flatten() for m in masks])).numel()
+    evaluations = 1 + -(-groups // check_count("perturbations_per_eval", perturbations_per_eval))
+    with Progress("neuron_feature_ablation", evaluations, enabled=show_progress) as bar:
+        total = ablate(bar.counting(values), p.xs, bs, masks, p.args, perturbations_per_eval)
     return p.result(total)

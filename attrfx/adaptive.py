@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._errors import bad_type, bad_value
+from ._errors import bad_type, bad_value, check_count
 from .inputs import take_examples
 from .paths import Path, straight_line
 from .quadrature import Rule, gausslegendre
@@ -89,11 +89,7 @@ def check_auto(tolerance: object, max_steps: object, least: int = FIRST_PASS) ->
         raise bad_type("tolerance", "a float in (0, 1) (relative completeness gap)", tolerance)
     if not 0 < tolerance < 1:
         raise bad_value("tolerance", "a float in (0, 1) (relative completeness gap)", tolerance)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int):
-        raise bad_type("max_steps", f"an int of at least {least}", max_steps)
-    if max_steps < least:
-        raise bad_value("max_steps", f"an int of at least {least} (the first pass)", max_steps)
-    return float(tolerance), max_steps
+    return float(tolerance), check_count("max_steps", max_steps, least, f"an int of at least {least} (the first pass)")
 
 
 def rows_on_path(xs: Sequence[Tensor], bs: Sequence[Tensor], examples: Tensor, alphas: Tensor,

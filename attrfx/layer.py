@@ -15,7 +15,8 @@ import torch.nn.functional as functional
 from torch import Tensor, nn
 
 from ._api import public
-from ._errors import AttrfxValueError, bad_type, bad_value
+from ._progress import Progress
+from ._errors import AttrfxValueError, bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_differences, check_auto, is_auto, rows_of,
                        rows_on_path, warn_unconverged)
 from .gradients import layer_grads, layer_grads_and_output
@@ -184,7 +185,8 @@ def _check_interpolation(attribution: Any, dims: Any, mode: Any) -> None:
 @public
 def layer_conductance(model, layer, inputs, *, baselines=None, target=None, additional_forward_args=None, n_steps=50,
                       method="gausslegendre", internal_batch_size=None, return_convergence_delta=False,
-                      attribute_to_layer_input=False, tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS):
+                      attribute_to_layer_input=False, tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS,
+                      show_progress=False):
     """Conductance of each neuron of a layer: ``∫ ∂F/∂h · dh`` along the input path.
 
     Discretised on the ``n_steps + 1`` nodes of ``method`` as
@@ -200,6 +202,7 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
             ``Σₛ ½(∂F/∂h(αₛ) + ∂F/∂h(αₛ₊₁))·(h(αₛ₊₁) − h(αₛ))`` until
             ``|Σ attributions − (F(x) − F(b))| ≤ tolerance·|F(x) − F(b)|`` (see :mod:`attrfx.adaptive`).
         internal_batch_size: at most this many path points (× examples) per forward pass.
+        show_progress: draw a progress bar on stderr, one step per chunk of path points (fixed ``n_steps``).
         return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example; with
             ``n_steps="auto"`` an :class:`~attrfx.adaptive.Convergence` (delta, evaluations, converged).
         tolerance, max_steps: with ``n_steps="auto"``, the relative completeness gap to reach and the most
@@ -228,10 +231,7 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
     bs = format_baselines(baselines, p.xs)
     if is_auto(n_steps):
         return _conductance_auto(p, bs, tolerance, max_steps, internal_batch_size, return_convergence_delta)
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
-        raise bad_type("n_steps", "a positive int or 'auto'", n_steps)
-    if n_steps < 1:
-        raise bad_value("n_steps", "a positive int or 'auto'", n_steps)
+    check_count("n_steps", n_steps, expected="a positive int or 'auto'")
     alphas = get_rule(method, n_steps + 1).alphas
     n = p.n_examples
 
@@ -242,7 +242,9 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
         steps_first = lambda t: t.reshape((s, n) + tuple(t.shape[1:]))
         return [steps_first(h) for h in acts], [steps_first(g) for g in grads]
 
-    attrs = integrate_differences(evaluate, alphas, steps_per_chunk(internal_batch_size, n, alphas.numel()))
+    chunk = max(2, steps_per_chunk(internal_batch_size, n, alphas.numel()))
+    with Progress("layer_conductance", -(-alphas.numel() // chunk), enabled=show_progress) as bar:
+        attrs = integrate_differences(bar.counting(evaluate), alphas, chunk)
     result = as_layer_result(attrs)
     if not return_convergence_delta:
         return result

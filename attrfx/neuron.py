@@ -7,13 +7,14 @@ when ``selector`` is a list of K selectors, all computed in one call).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ._api import public
-from ._errors import bad_type, bad_value
+from ._progress import Progress
+from ._errors import bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, Convergence, adaptive_integrate, check_auto, is_auto,
                        rows_of, rows_on_path, warn_unconverged)
 from .gradients import (conductance_grads, conductance_grads_and_values, neuron_input_grads,
@@ -122,7 +123,8 @@ def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=N
 def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=None, additional_forward_args=None,
                                 n_steps=50, method="gausslegendre", internal_batch_size=None,
                                 attribute_to_neuron_input=False, multiply_by_inputs=True,
-                                tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False):
+                                tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False,
+                                show_progress=False):
     """Integrated gradients of a hidden neuron: ``(x − b)·∫₀¹ ∂n/∂x(b + α(x − b)) dα``.
 
     Integrated gradients of the function ``x ↦ n(x)``; sums to ``n(x) − n(b)``
@@ -140,6 +142,7 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
             they run out first).
         return_convergence_delta: with ``n_steps="auto"``, also return an
             :class:`~attrfx.adaptive.Convergence` (delta, evaluations, converged per example).
+        show_progress: draw a progress bar on stderr, one step per chunk of path points (fixed ``n_steps``).
         Other arguments as in :func:`neuron_gradient`.
 
     Example:
@@ -160,7 +163,8 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
                                multiply_by_inputs, return_convergence_delta)
     rule = get_rule(method, n_steps)
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
-    total = integrate_path(p.input_grads, p.xs, bs, rule, chunk)
+    with Progress("neuron_integrated_gradients", -(-len(rule) // chunk), enabled=show_progress) as bar:
+        total = integrate_path(bar.counting(p.input_grads), p.xs, bs, rule, chunk)
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
 
 
@@ -168,7 +172,8 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
 def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target=None, additional_forward_args=None,
                        n_steps=50, method="riemann_trapezoid", internal_batch_size=None,
                        attribute_to_neuron_input=False, multiply_by_inputs=True,
-                       tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False):
+                       tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False,
+                       show_progress=False):
     """Conductance of a hidden neuron: the output's flow through it, per input.
 
     ``(xᵢ − bᵢ)·∫₀¹ ∂F/∂n · ∂n/∂xᵢ dα`` along the straight path, ``F`` the
@@ -204,7 +209,9 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
                                          repeat_args(p.args, p.n_examples, times), target.repeat(times))
         return tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
 
-    total = integrate_path(flow_at, p.xs, bs, rule, steps_per_chunk(internal_batch_size, p.n_examples, len(rule)))
+    chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
+    with Progress("neuron_conductance", -(-len(rule) // chunk), enabled=show_progress) as bar:
+        total = integrate_path(bar.counting(flow_at), p.xs, bs, rule, chunk)
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
 
 
@@ -279,10 +286,7 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
                        batch_total_ok=True, need_output=False)
     dists = format_distribution(baselines, inputs, p.xs)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int):
-        raise bad_type("n_samples", "a positive int", n_samples)
-    if n_samples < 1:
-        raise bad_value("n_samples", "a positive int", n_samples)
+    check_count("n_samples", n_samples)
     gen = make_generator(generator)
     noisy = gaussian_noise(p.xs, stdevs, n_samples, gen)
     base = sample_baselines(dists, n_samples, p.n_examples, gen)

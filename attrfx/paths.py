@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ._errors import bad_type, bad_value
+from ._errors import check_count
 from .quadrature import Rule
 
 Path = Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], tuple[Tensor, ...]]
@@ -49,11 +49,7 @@ def steps_per_chunk(internal_batch_size: Optional[int], n_examples: int, n_point
     """How many path points to evaluate at once: all, or ``internal_batch_size // B`` (at least 1)."""
     if internal_batch_size is None:
         return n_points
-    if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int):
-        raise bad_type("internal_batch_size", "None or a positive int", internal_batch_size)
-    if internal_batch_size < 1:
-        raise bad_value("internal_batch_size", "None or a positive int", internal_batch_size)
-    return max(1, internal_batch_size // n_examples)
+    return max(1, check_count("internal_batch_size", internal_batch_size, expected="None or a positive int") // n_examples)
 
 
 def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int) -> tuple[Tensor, ...]:

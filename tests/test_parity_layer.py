@@ -5,7 +5,7 @@ import torch
 from captum.attr import LayerAttribution, LayerConductance, LayerGradCam, LayerGradientXActivation
 
 import attrfx
-from models import ConvNet, MLP, MultiInput, Residual, SideInput, TupleLayer, randn, seeded
+from models import ConvNet, MultiInput, Residual, SideInput, TupleLayer, randn, seeded
 from parity import assert_parity
 
 METHODS = ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre"]
