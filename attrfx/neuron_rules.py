@@ -32,6 +32,19 @@ def _require_module(model: Any) -> None:
                        "wrap a plain function in an nn.Module whose nonlinearities are submodules)", model)
 
 
+def _rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional_forward_args: Any,
+                  at_input: bool) -> NeuronProblem:
+    """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed."""
+    _require_module(model)
+    return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True)
+
+
+def _gradient_under(rule_map: rules.RuleMap, p: NeuronProblem) -> Any:
+    """``∂n/∂x`` while ``rule_map`` overrides the model's nonlinearities."""
+    with rules.applied(p.model, rule_map):
+        return p.result(p.input_grads(p.xs))
+
+
 def _custom_arity(fn: Optional[CustomFn]) -> int:
     """How many arguments ``custom_attribution_func`` takes (1, 2 or 3), as Captum decides it."""
     if fn is None:
@@ -122,9 +135,7 @@ def neuron_deeplift(model, layer, inputs, selector, *, baselines=None, additiona
         Differences", 2017; Ancona et al., "Towards better understanding of gradient-based
         attribution methods for deep neural networks", 2018.
     """
-    _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     _custom_arity(custom_attribution_func)
     bs = format_baselines(baselines, p.xs)
     multipliers = rescale_multipliers(p, bs)
@@ -156,12 +167,8 @@ def neuron_deeplift_shap(model, layer, inputs, selector, baselines, *, additiona
     References:
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
-    _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     _custom_arity(custom_attribution_func)
-    if callable(baselines) and not isinstance(baselines, Tensor) and not inspect.signature(baselines).parameters:
-        baselines = baselines()
     dists = format_distribution(baselines, inputs, p.xs)
     n, m = p.n_examples, dists[0].shape[0]
     # Pairs laid out baseline-major, [M, N, ...]: inputs tiled, each baseline repeated per example.
@@ -196,11 +203,8 @@ def neuron_guided_backprop(model, layer, inputs, selector, *, additional_forward
     References:
         Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
     """
-    _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
-    with rules.applied(model, rules.GUIDED_BACKPROP):
-        return p.result(p.input_grads(p.xs))
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    return _gradient_under(rules.GUIDED_BACKPROP, p)
 
 
 @public
@@ -225,8 +229,5 @@ def neuron_deconvolution(model, layer, inputs, selector, *, additional_forward_a
     References:
         Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014.
     """
-    _require_module(model)
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
-    with rules.applied(model, rules.DECONVOLUTION):
-        return p.result(p.input_grads(p.xs))
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    return _gradient_under(rules.DECONVOLUTION, p)
