@@ -26,13 +26,17 @@ from .selectors import Neuron, Target, select_target
 def pull_each(pull: Callable, values: Tensor) -> tuple[Tensor, ...]:
     """Vector-Jacobian products for each row of ``values`` ``[K, N]``: results ``[K, N, ...]``.
 
-    One backward pass per row, vectorised with ``vmap`` when K > 1.
+    One backward pass per row, all from the one forward pass behind ``pull``. The
+    passes run one after another: measured on CPU (MLP, ResNet-style CNN,
+    transformer; K = 64), ``vmap`` over the K cotangents was 3–7× slower than
+    this loop, whose intermediates are one backward pass's, not K's.
     """
     k = values.shape[0]
     if k == 1:
         return tuple(g.unsqueeze(0) for g in pull(torch.ones_like(values)))
     basis = torch.eye(k, dtype=values.dtype, device=values.device)[:, :, None].expand(k, k, values.shape[1])
-    return tuple(torch.func.vmap(pull)(basis.contiguous()))
+    per_row = [pull(cotangent) for cotangent in basis]
+    return tuple(torch.stack(gs) for gs in zip(*per_row))
 
 
 def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], args: tuple,

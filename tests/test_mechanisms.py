@@ -1,0 +1,183 @@
+"""The mechanisms behind attrfx's speed, pinned by counting work (never by timing).
+
+- early exit: neuron methods that explain a hidden neuron alone never run the
+  modules after the layer on the attributed rows;
+- many neurons: a list of K selectors runs the model prefix once, not K times,
+  and gives exactly the K single-selector results;
+- path points folded into the batch: one forward pass per chunk of path
+  points, and ``internal_batch_size`` bounds the rows of each pass without
+  changing the result.
+
+Every method first runs one small inspection pass (it learns the layer's shape
+and rejects layers that run twice): on ``min(2, N)`` examples, or on an empty
+batch for the methods that use neither the output nor the activation's values.
+The counts below allow exactly that one pass and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch import nn
+
+import attrfx
+
+N = 5          # examples; the inspection pass sees min(2, N) = 2 rows
+INSPECT = 2
+STEPS = 6
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act1 = nn.Linear(4, 6), nn.Tanh()
+        self.fc2, self.act2 = nn.Linear(6, 5), nn.ReLU()
+        self.fc3 = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
+
+
+def make():
+    torch.manual_seed(0)
+    net = Net().double().eval()
+    x = torch.randn(N, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return net, x
+
+
+@contextlib.contextmanager
+def rows_seen(*modules):
+    """Record, per module, the number of rows of each forward call."""
+    seen = {m: [] for m in modules}
+    handles = [m.register_forward_hook(lambda mod, inp, out: seen[mod].append(out.shape[0])) for m in modules]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _shap(net, layer, x, sel, **kw):
+    g = torch.Generator().manual_seed(3)
+    return attrfx.neuron_gradient_shap(net, layer, x, sel, torch.zeros(3, 4, dtype=x.dtype), n_samples=STEPS,
+                                       generator=g, **kw)
+
+
+NEURON_ONLY = {   # methods that explain the neuron alone: the rest of the model is not needed
+    "neuron_gradient": lambda net, layer, x, sel: attrfx.neuron_gradient(net, layer, x, sel),
+    "neuron_integrated_gradients": lambda net, layer, x, sel: attrfx.neuron_integrated_gradients(
+        net, layer, x, sel, n_steps=STEPS),
+    "neuron_gradient_shap": _shap,
+    "neuron_deeplift": lambda net, layer, x, sel: attrfx.neuron_deeplift(net, layer, x, sel),
+    "neuron_guided_backprop": lambda net, layer, x, sel: attrfx.neuron_guided_backprop(net, layer, x, sel),
+    "neuron_deconvolution": lambda net, layer, x, sel: attrfx.neuron_deconvolution(net, layer, x, sel),
+    "neuron_feature_ablation": lambda net, layer, x, sel: attrfx.neuron_feature_ablation(net, layer, x, sel),
+}
+NEURON_ONLY = {k: v for k, v in NEURON_ONLY.items() if hasattr(attrfx, k)}
+
+
+EMPTY_INSPECTION = {"neuron_gradient", "neuron_integrated_gradients", "neuron_gradient_shap"}
+
+
+@pytest.mark.parametrize("method", sorted(NEURON_ONLY))
+def test_neuron_methods_stop_at_the_layer(method):
+    net, x = make()
+    with rows_seen(net.fc1, net.fc2, net.act2, net.fc3) as seen:
+        NEURON_ONLY[method](net, "fc2", x, 1)
+    for after in (net.act2, net.fc3):   # only the inspection pass reaches them, never the attributed rows
+        assert len(seen[after]) == 1 and seen[after][0] <= INSPECT, f"{method}: {seen[after]} rows after the layer"
+        if method in EMPTY_INSPECTION:   # and for these it runs on an empty batch: zero rows
+            assert seen[after] == [0]
+    assert len(seen[net.fc1]) > 1 and max(seen[net.fc1]) >= N     # the prefix did the real work
+
+
+def test_empty_inspection_falls_back_to_real_examples():
+    class NeedsRows(Net):
+        def forward(self, x):
+            if x.shape[0] == 0:
+                raise RuntimeError("no rows")
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    net = NeedsRows().double().eval()
+    x = make()[1]
+    with rows_seen(net.fc3) as seen:
+        out = attrfx.neuron_gradient(net, "fc2", x, 1)
+    assert seen[net.fc3] == [INSPECT]
+    ref = Net().double().eval()
+    ref.load_state_dict(net.state_dict())
+    torch.testing.assert_close(out, attrfx.neuron_gradient(ref, "fc2", x, 1), rtol=0, atol=0)
+
+
+def test_conductance_runs_the_whole_model_once_per_chunk():
+    net, x = make()
+    with rows_seen(net.fc1, net.fc3) as seen:
+        attrfx.neuron_conductance(net, "fc2", x, 1, target=0, n_steps=STEPS)
+    assert seen[net.fc1] == [INSPECT, STEPS * N]
+    assert seen[net.fc3] == [INSPECT, STEPS * N]
+
+
+K_METHODS = {
+    "neuron_gradient": (lambda net, x, sel: attrfx.neuron_gradient(net, "act2", x, sel), N),
+    "neuron_integrated_gradients": (
+        lambda net, x, sel: attrfx.neuron_integrated_gradients(net, "act2", x, sel, n_steps=STEPS), STEPS * N),
+    "neuron_conductance": (
+        lambda net, x, sel: attrfx.neuron_conductance(net, "act2", x, sel, target=2, n_steps=STEPS), STEPS * N),
+    "neuron_gradient_shap": (lambda net, x, sel: _shap(net, "act2", x, sel), STEPS * N),
+}
+SELECTORS = [0, 1, (2,), 3, 4, (slice(0, 3),)]
+
+
+@pytest.mark.parametrize("method", sorted(K_METHODS))
+def test_k_neurons_run_the_prefix_once(method):
+    fn, rows = K_METHODS[method]
+    net, x = make()
+    with rows_seen(net.fc1, net.fc2) as seen:
+        fn(net, x, SELECTORS)
+    inspect = 0 if method in EMPTY_INSPECTION else INSPECT
+    assert seen[net.fc1] == [inspect, rows]
+    assert seen[net.fc2] == [inspect, rows]
+
+
+@pytest.mark.parametrize("method", sorted(K_METHODS))
+def test_k_neurons_equal_k_single_calls(method):
+    fn, _ = K_METHODS[method]
+    net, x = make()
+    many = fn(net, x, SELECTORS)
+    assert many.shape == (len(SELECTORS),) + tuple(x.shape)
+    for k, sel in enumerate(SELECTORS):
+        torch.testing.assert_close(many[k], fn(net, x, sel), rtol=1e-12, atol=1e-12)
+
+
+CHUNKED = {
+    "neuron_integrated_gradients": lambda net, x, ibs: attrfx.neuron_integrated_gradients(
+        net, "act1", x, 2, n_steps=STEPS, internal_batch_size=ibs),
+    "neuron_conductance": lambda net, x, ibs: attrfx.neuron_conductance(
+        net, "act1", x, 2, target=1, n_steps=STEPS, internal_batch_size=ibs),
+    "layer_conductance": lambda net, x, ibs: attrfx.layer_conductance(
+        net, "act1", x, target=1, n_steps=STEPS, internal_batch_size=ibs),
+}
+
+
+@pytest.mark.parametrize("method", sorted(CHUNKED))
+@pytest.mark.parametrize("ibs", [N, 2 * N, 3 * N + 1])
+def test_internal_batch_size_bounds_rows_and_keeps_the_result(method, ibs):
+    net, x = make()
+    with rows_seen(net.fc1) as seen:
+        whole = CHUNKED[method](net, x, None)
+    assert seen[net.fc1][1:] == [STEPS * N + (method == "layer_conductance") * N]   # unchunked: one pass
+    with rows_seen(net.fc1) as seen:
+        chunked = CHUNKED[method](net, x, ibs)
+    work = seen[net.fc1][1:]
+    bound = max(ibs, 2 * N) if method == "layer_conductance" else ibs   # differences need 2 nodes per chunk
+    assert max(work) <= bound and len(work) > 1
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_layer_methods_run_one_pass():
+    net, x = make()
+    with rows_seen(net.fc1, net.fc3) as seen:
+        attrfx.layer_gradient_x_activation(net, "act1", x, target=0)
+    assert seen[net.fc1] == [INSPECT, N] and seen[net.fc3] == [INSPECT, N]
