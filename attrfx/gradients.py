@@ -26,10 +26,11 @@ from .selectors import Neuron, Target, select_target
 def pull_each(pull: Callable, values: Tensor) -> tuple[Tensor, ...]:
     """Vector-Jacobian products for each row of ``values`` ``[K, N]``: results ``[K, N, ...]``.
 
-    One backward pass per row, all from the one forward pass behind ``pull``. The
-    passes run one after another: measured on CPU (MLP, ResNet-style CNN,
-    transformer; K = 64), ``vmap`` over the K cotangents was 3–7× slower than
-    this loop, whose intermediates are one backward pass's, not K's.
+    One backward pass per row, all from the one forward pass behind ``pull``, run
+    one after another, so intermediates are one backward pass's, not K's.
+    ``benchmarks/kernels.py`` compares ``vmap`` over the K cotangents: with K = 64
+    on CPU it was 7.7× slower than this loop on the ResNet-style CNN, but 4×
+    faster on the MLP.
     """
     k = values.shape[0]
     if k == 1:
@@ -60,8 +61,7 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
         >>> torch.equal(g[0, 0], net[0].weight[1])
         True
     """
-    values, pull = torch.func.vjp(neuron_values(model, layer, neurons, args, at_input), *xs)
-    return pull_each(pull, values)
+    return neuron_input_grads_and_values(model, layer, neurons, xs, args, at_input=at_input)[0]
 
 
 def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],

@@ -20,7 +20,7 @@ from ._errors import AttrfxValueError, bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_differences, check_auto, is_auto, rows_of,
                        rows_on_path, warn_unconverged)
 from .gradients import layer_grads, layer_grads_and_output
-from .inputs import Inputs, as_tuple, format_args, format_baselines, repeat_args
+from .inputs import Inputs, as_tuple, fold, format_args, format_baselines, repeat_args
 from .paths import integrate_differences, steps_per_chunk, straight_line
 from .probe import Activation, LayerInfo, call_model, inspect, resolve_layer
 from .quadrature import get_rule
@@ -237,7 +237,7 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
 
     def evaluate(nodes: Tensor):
         s = nodes.numel()
-        points = tuple(pt.reshape((s * n,) + tuple(pt.shape[2:])) for pt in straight_line(p.xs, bs, nodes))
+        points = tuple(fold(pt) for pt in straight_line(p.xs, bs, nodes))
         (acts,), (grads,) = p.grads(points, s)
         steps_first = lambda t: t.reshape((s, n) + tuple(t.shape[1:]))
         return [steps_first(h) for h in acts], [steps_first(g) for g in grads]

@@ -19,7 +19,7 @@ from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, Convergence, adapti
                        rows_of, rows_on_path, warn_unconverged)
 from .gradients import (conductance_grads, conductance_grads_and_values, neuron_input_grads,
                         neuron_input_grads_and_values, neuron_values)
-from .inputs import (Inputs, as_tuple, format_args, format_baselines, format_distribution, repeat_args,
+from .inputs import (Inputs, as_tuple, fold, format_args, format_baselines, format_distribution, repeat_args,
                      require_float, restore)
 from .noise import gaussian_noise, make_generator, sample_baselines, uniform
 from .paths import integrate_path, steps_per_chunk
@@ -292,7 +292,7 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
     base = sample_baselines(dists, n_samples, p.n_examples, gen)
     u = uniform(n_samples, p.n_examples, p.xs[0], gen)
     points = tuple(_lerp(b, x, u) for x, b in zip(noisy, base))
-    grads = p.input_grads(tuple(pt.reshape((-1,) + tuple(pt.shape[2:])) for pt in points), n_samples)
+    grads = p.input_grads(tuple(fold(pt) for pt in points), n_samples)
     per_sample = tuple(g.reshape((g.shape[0],) + tuple(x.shape)) for g, x in zip(grads, noisy))
     if multiply_by_inputs:
         per_sample = tuple(g * (x - b) for g, x, b in zip(per_sample, noisy, base))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ._errors import check_count
+from .inputs import fold
 from .quadrature import Rule
 
 Path = Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], tuple[Tensor, ...]]
@@ -92,7 +93,7 @@ def integrate_path(grads_at: Callable[[tuple[Tensor, ...], int], Sequence[Tensor
 
     def integrand(nodes: Rule) -> tuple[Tensor, ...]:
         s = len(nodes)
-        points = tuple(p.reshape((s * n,) + tuple(p.shape[2:])) for p in path(xs, bs, nodes.alphas))
+        points = tuple(fold(p) for p in path(xs, bs, nodes.alphas))
         values = grads_at(points, s)
         return tuple(v.reshape((v.shape[0], s, n) + tuple(v.shape[2:])).movedim(1, 0) for v in values)
 

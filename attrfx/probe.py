@@ -131,10 +131,6 @@ def _as_tensors(value: Any, what: str) -> tuple[Activation, type]:
                            f"to attribute at it; got {type(value).__name__}.")
 
 
-def _like(kind: type, values: Activation) -> Any:
-    return values[0] if kind is Tensor else kind(values)
-
-
 @contextlib.contextmanager
 def _hooked(module: nn.Module, at_input: bool, fn: Callable[[Any], Any]) -> Iterator[None]:
     """Call ``fn(activation)`` on ``module``'s output (or input) in this thread; replace it by the result."""

@@ -1,0 +1,146 @@
+"""Two kernel choices behind attrfx, measured against Captum and the autograd floor.
+
+1. K neurons in one call: after one shared forward pass, attrfx runs the K
+   backward passes as a loop; the alternative is ``torch.func.vmap`` over the
+   K cotangents. Compared with K Captum calls and the floor (one forward pass,
+   K ``autograd.grad`` calls on its graph).
+2. Neuron conductance: attrfx nests two ``torch.func.vjp`` (one per side of
+   the layer); the alternative is plain autograd, two pruned ``autograd.grad``
+   calls over the same cut forward pass. Compared with Captum's
+   ``NeuronConductance`` (trapezoid result × n/(n−1)) and the floor.
+
+    python -m benchmarks.kernels [--reps 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+import attrfx
+from attrfx import gradients, probe, selectors
+from attrfx.probe import forward_with_probe, zero_deltas
+from attrfx.selectors import select_target
+
+from . import methods, models
+
+
+def interleaved(runs: dict, reps: int) -> dict:
+    """Median seconds of each callable, repetitions interleaved, after one warm-up each."""
+    for fn in runs.values():
+        fn()
+    times: dict = {name: [] for name in runs}
+    for _ in range(reps):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def k_neurons_vmapped(model, layer, neurons, x):
+    """``∂n_k/∂x`` for K neurons with the backward passes under ``vmap``."""
+    values, pull = torch.func.vjp(gradients.neuron_values(model, layer, neurons, (), False), x)
+    basis = torch.eye(len(neurons))[:, :, None].expand(len(neurons), len(neurons), x.shape[0]).contiguous()
+    with torch.no_grad():
+        return torch.func.vmap(pull)(basis)[0]
+
+
+def k_neurons(case, which: str, k: int, reps: int) -> None:
+    model, x = case.model, case.inputs
+    name = case.layers[which]
+    layer = model.get_submodule(name)
+    (site,) = probe.inspect_layers(model, [layer], (x,), ())
+    g = torch.Generator().manual_seed(0)
+    sels = [tuple(int(torch.randint(n, (), generator=g)) for n in site.shapes[0]) for _ in range(k)]
+    neurons, _ = selectors.neuron_selectors(sels, site)
+    captum = methods._captum().NeuronGradient(model, layer)
+    fz = methods.frozen(model)
+    picks = [methods._pick(s) for s in sels]
+
+    def floor():
+        xg = x.detach().requires_grad_()
+        h = methods.prefix(fz, fz.get_submodule(name), xg)
+        return [torch.autograd.grad(p(h).sum(), xg, retain_graph=True)[0] for p in picks]
+
+    loop = attrfx.neuron_gradient(model, name, x, sels)
+    vmapped = k_neurons_vmapped(model, layer, neurons, x)
+    assert torch.allclose(loop, vmapped, atol=1e-6)
+    t = interleaved({"attrfx (loop)": lambda: attrfx.neuron_gradient(model, name, x, sels),
+                     "vmap": lambda: k_neurons_vmapped(model, layer, neurons, x),
+                     "Captum": lambda: [captum.attribute(x, s) for s in sels],
+                     "floor": floor}, reps)
+    a = t["attrfx (loop)"]
+    print(f"{case.name:4s} {which:5s} K={k:<3d} attrfx {1e3 * a:8.1f} ms  vmap/attrfx {t['vmap'] / a:5.2f}  "
+          f"Captum/attrfx {t['Captum'] / a:5.2f}  attrfx/floor {a / t['floor']:5.2f}")
+
+
+def plain_conductance(model, site, neurons, points, target):
+    """The alternative kernel: one cut forward pass, two pruned ``autograd.grad`` calls."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    call = lambda *a: torch.func.functional_call(model, params, a)
+    with torch.enable_grad():
+        x = tuple(p.detach().requires_grad_() for p in points)
+        delta = tuple(d.requires_grad_() for d in zero_deltas(site, x[0].shape[0], x[0].device))
+        acts, out = forward_with_probe(call, [site], x, (), [delta], cut=True)
+        (g_h,) = torch.autograd.grad(select_target(out, target).sum(), delta, retain_graph=True)
+        g_x = torch.autograd.grad(torch.stack([nr(acts[0]) for nr in neurons])[0].sum(), x)
+    return g_x, torch.stack([nr((g_h,)) for nr in neurons])
+
+
+def conductance(case, which: str, n_steps: int, reps: int) -> None:
+    model, x = case.model, case.inputs
+    name, sel = case.layers[which], case.neurons[which]
+    layer = model.get_submodule(name)
+    (site,) = probe.inspect_layers(model, [layer], (x,), ())
+    neurons, _ = selectors.neuron_selectors(sel, site)
+    b = x.shape[0]
+    rule = attrfx.quadrature.riemann_trapezoid(n_steps)
+    points = tuple(attrfx.inputs.fold(p) for p in attrfx.paths.straight_line((x,), (torch.zeros(()),), rule.alphas))
+    target = selectors.format_target(case.target, b).repeat(n_steps)
+
+    def nested():
+        with torch.no_grad():
+            return gradients.conductance_grads(model, site, neurons, points, (), target)
+
+    a, p = nested(), plain_conductance(model, site, neurons, points, target)
+    assert torch.allclose(a[0][0][0], p[0][0], atol=1e-6) and torch.allclose(a[1], p[1], atol=1e-6)
+    captum = methods._captum().NeuronConductance(model, layer)
+    fz = methods.frozen(model)
+    t = interleaved({"attrfx (nested vjp)": lambda: attrfx.neuron_conductance(model, name, x, sel, target=case.target,
+                                                                              n_steps=n_steps),
+                     "kernel: nested vjp": nested,
+                     "kernel: plain autograd": lambda: plain_conductance(model, site, neurons, points, target),
+                     "Captum": lambda: captum.attribute(x, sel, target=case.target, n_steps=n_steps),
+                     "floor": methods.floor_neuron_conductance(fz, fz.get_submodule(name), sel, x, case.target,
+                                                               n_steps)}, reps)
+    a = t["attrfx (nested vjp)"]
+    print(f"{case.name:4s} {which:5s} n={n_steps}  attrfx {1e3 * a:8.1f} ms  "
+          f"plain/nested kernel {t['kernel: plain autograd'] / t['kernel: nested vjp']:5.2f}  "
+          f"Captum/attrfx {t['Captum'] / a:5.2f}  attrfx/floor {a / t['floor']:5.2f}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--k", type=int, default=64)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")  # the oracle's advice on requires_grad
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.reps} interleaved runs\n")
+    print(f"1. K = {args.k} neurons in one call (neuron_gradient): loop vs vmap over cotangents")
+    for name in ("mlp", "cnn"):
+        k_neurons(models.build(name), "early", args.k, args.reps)
+    print("\n2. neuron_conductance kernel: nested torch.func.vjp vs plain autograd (riemann_trapezoid, 50 steps)")
+    cnn = models.build("cnn")
+    for which in ("early", "late"):
+        conductance(cnn, which, 50, args.reps)
+
+
+if __name__ == "__main__":
+    main()
