@@ -52,13 +52,16 @@ from torch import Tensor
 from ._errors import bad_type, bad_value, check_count
 from .inputs import take_examples
 from .paths import Path, straight_line
-from .quadrature import Rule, gausslegendre
+from .quadrature import PATTERSON_LEVELS, gauss_kronrod_patterson, gausslegendre, interpolant_integrals, interpolatory_rule
 from .selectors import Target
 
 DEFAULT_TOLERANCE = 1e-3
 DEFAULT_MAX_STEPS = 256
-FIRST_PASS = 8      # Gauss–Legendre nodes of the first pass on [0, 1]
+FIRST_PASS = 8      # Gauss–Legendre nodes of the first pass on [0, 1] (level 0 of gauss_kronrod_patterson)
 PER_SPLIT = 2       # Gauss–Legendre nodes added to a split-off gap
+CONCENTRATED = 0.8  # a panel whose error sits this much in one gap between its nodes holds a local feature
+SMOOTH_DROP = 0.15  # a level that cuts the error at least this much shows a smooth integrand
+MISSED = 0.2        # a first pass that misses this much of the change missed a feature, not digits: split
 
 
 class IntegrationBudgetWarning(UserWarning):
@@ -131,37 +134,24 @@ def warn_unconverged(method: str, convergence: Convergence, change: Tensor, tole
                       IntegrationBudgetWarning, stacklevel=4)
 
 
-def interpolatory_rule(nodes: Tensor, lo: float, hi: float) -> Rule:
-    """The rule on ``[lo, hi]`` that integrates the polynomial interpolating ``nodes`` exactly.
-
-    ``Σᵢ wᵢ·p(tᵢ) = ∫ₗₒʰⁱ p`` for every polynomial of degree < len(nodes); on
-    Gauss–Legendre nodes it is :func:`~attrfx.quadrature.gausslegendre`.
-
-    Example:
-        >>> r = interpolatory_rule(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64), 0.0, 1.0)
-        >>> [round(w, 4) for w in r.weights.tolist()]   # Simpson
-        [0.1667, 0.6667, 0.1667]
-    """
-    t = 2.0 * (nodes.double().numpy() - lo) / (hi - lo) - 1.0
-    moments = np.zeros(len(t))
-    moments[0] = 2.0
-    weights = np.linalg.solve(np.polynomial.legendre.legvander(t, len(t) - 1).T, moments) * (hi - lo) / 2
-    return Rule(nodes.double(), torch.from_numpy(weights))
-
-
 def _floor(ends: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     """The gap float rounding alone can leave: ``64·eps·(|Φ(b)| + |Φ(x)|)``."""
     return 64 * torch.finfo(dtype).eps * (np.abs(ends[0]) + np.abs(ends[1]))
 
 
-class _Nodes:
-    """One example's evaluated nodes: α, the scalar integrand ``φ`` ``[K]``, ``Φ`` ``[K]``, and the row id."""
+class _Example:
+    """One example's state: evaluated nodes (α, ``φ`` ``[K]``, ``Φ`` ``[K]``, row id), its panel breaks, and,
+    while it is still one panel moving up :func:`~attrfx.quadrature.gauss_kronrod_patterson`, that level
+    and the relative gap it left (``level`` is ``None`` once the panel is split)."""
 
     def __init__(self) -> None:
         self.alpha: list[float] = []
         self.rate: list[np.ndarray] = []
         self.value: list[np.ndarray] = []
         self.row: list[int] = []
+        self.breaks = [0.0, 1.0]
+        self.level: int | None = 0
+        self.error = math.inf
 
     def add(self, alpha: float, rate: np.ndarray, value: np.ndarray, row: int) -> None:
         self.alpha.append(alpha)
@@ -196,11 +186,10 @@ def adaptive_integrate(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor
     n_examples = ends[0].shape[1]
     e0, e1 = ends[0].double().cpu().numpy(), ends[1].double().cpu().numpy()     # [K, N]
     change, floor = e1 - e0, _floor((e0, e1), ends[0].dtype)
-    nodes = [_Nodes() for _ in range(n_examples)]
-    breaks = [[0.0, 1.0] for _ in range(n_examples)]
+    state = [_Example() for _ in range(n_examples)]
     weights: list[dict[int, float]] = [{} for _ in range(n_examples)]
     gaps, converged = np.zeros(change.shape), np.zeros(n_examples, dtype=bool)
-    pending = {e: gausslegendre(FIRST_PASS).alphas.tolist() for e in range(n_examples)}
+    pending = {e: gauss_kronrod_patterson(0, FIRST_PASS).alphas.tolist() for e in range(n_examples)}
     stored: list[Sequence[Tensor]] = []     # the vectors of every evaluated chunk, rows in order
     n_rows = 0
     while pending:
@@ -210,17 +199,17 @@ def adaptive_integrate(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor
         for rates, values, vectors in _evaluate_rows(evaluate, rows_e, rows_a, chunk, ends[0].device):
             r, v = rates.double().cpu().numpy(), values.double().cpu().numpy()
             for j in range(r.shape[1]):
-                nodes[rows_e[i]].add(rows_a[i], r[:, j], v[:, j], n_rows)
+                state[rows_e[i]].add(rows_a[i], r[:, j], v[:, j], n_rows)
                 i, n_rows = i + 1, n_rows + 1
             stored.append(tuple(vectors))
         pending = {}
         for e in dict.fromkeys(rows_e):
-            weights[e], gaps[:, e], plan = _refine_panels(nodes[e], breaks[e], e0[:, e], e1[:, e], floor[:, e],
-                                                          tolerance, max_steps - len(nodes[e].alpha))
+            weights[e], gaps[:, e], plan = _refine_panels(state[e], e0[:, e], e1[:, e], floor[:, e], tolerance,
+                                                          max_steps)
             converged[e] = plan is None
             if plan:
                 pending[e] = plan
-    return _weighted_sums(stored, weights, n_examples), _convergence(gaps, nodes, converged, ends[0])
+    return _weighted_sums(stored, weights, n_examples), _convergence(gaps, state, converged, ends[0])
 
 
 def _evaluate_rows(evaluate: Callable, examples: list[int], alphas: list[float], chunk: int | None,
@@ -232,7 +221,7 @@ def _evaluate_rows(evaluate: Callable, examples: list[int], alphas: list[float],
         yield evaluate(ex, torch.tensor(alphas[start:start + step], dtype=torch.float64, device=device))
 
 
-def _convergence(gaps: np.ndarray, nodes: list[_Nodes], converged: np.ndarray, like: Tensor) -> Convergence:
+def _convergence(gaps: np.ndarray, nodes: list[_Example], converged: np.ndarray, like: Tensor) -> Convergence:
     return Convergence(torch.as_tensor(gaps, dtype=like.dtype, device=like.device),
                        torch.tensor([len(n.alpha) for n in nodes], device=like.device),
                        torch.as_tensor(converged, device=like.device))
@@ -254,16 +243,19 @@ def _weighted_sums(stored: list, weights: list[dict[int, float]], n_examples: in
     return tuple(out)
 
 
-def _refine_panels(nodes: _Nodes, breaks: list[float], e0: np.ndarray, e1: np.ndarray, floor: np.ndarray,
-                   tolerance: float, budget: int) -> tuple[dict[int, float], np.ndarray, list[float] | None]:
+def _refine_panels(ex: _Example, e0: np.ndarray, e1: np.ndarray, floor: np.ndarray, tolerance: float,
+                   max_steps: int) -> tuple[dict[int, float], np.ndarray, list[float] | None]:
     """One example's weights, gap ``[K]`` and new nodes (``None``: converged; ``[]``: out of budget).
 
-    Splits (in ``breaks``) the panels whose measured error is largest around their worst sub-gap.
+    An unsplit panel whose error looks smooth moves up a nested level (:func:`_next_level`);
+    otherwise the panels whose measured error is largest are split (in ``ex.breaks``) around
+    their worst sub-gap.
     """
-    order = np.argsort(nodes.alpha)
-    alpha = np.asarray(nodes.alpha)[order]
-    rate, value = np.stack(nodes.rate)[order], np.stack(nodes.value)[order]
-    rows = np.asarray(nodes.row)[order]
+    order = np.argsort(ex.alpha)
+    alpha = np.asarray(ex.alpha)[order]
+    rate, value = np.stack(ex.rate)[order], np.stack(ex.value)[order]
+    rows = np.asarray(ex.row)[order]
+    breaks, budget = ex.breaks, max_steps - len(ex.alpha)
     scale = np.maximum(np.abs(e1 - e0), floor / tolerance + 1e-300)
 
     def phi_at(point: float) -> np.ndarray:
@@ -282,6 +274,10 @@ def _refine_panels(nodes: _Nodes, breaks: list[float], e0: np.ndarray, e1: np.nd
     gap = sum(p[4] for p in panels)
     if np.all(np.abs(gap) <= tolerance * np.abs(e1 - e0) + floor):
         return weights, gap, None
+    if ex.level is not None:
+        ahead = _next_level(ex, alpha, rate, np.concatenate([e0[None], value, e1[None]]), gap / scale, max_steps)
+        if ahead:
+            return weights, gap, ahead
     plan: list[float] = []
     worst = max(p[0] for p in panels)
     for err, lo, hi, inside, _ in sorted(panels, key=lambda p: -p[0]):
@@ -294,6 +290,31 @@ def _refine_panels(nodes: _Nodes, breaks: list[float], e0: np.ndarray, e1: np.nd
         plan.extend((gap_lo + (gap_hi - gap_lo) * gausslegendre(PER_SPLIT).alphas).tolist())
     breaks.sort()
     return weights, gap, plan
+
+
+def _next_level(ex: _Example, alpha: np.ndarray, rate: np.ndarray, known: np.ndarray, relative_gap: np.ndarray,
+                max_steps: int) -> list[float]:
+    """The nodes that lift the one panel ``[0, 1]`` to the next nested level, or ``[]`` to split it instead.
+
+    The level goes up while the error looks like a smooth integrand's: the first pass missed
+    less than ``MISSED`` of the change; no gap between known points holds more than
+    ``CONCENTRATED`` of the error (a narrow feature would); and, after the first level, the
+    drift ``max_α |∫₀^α p − (Φ(α) − Φ(0))|`` over the nodes (``p`` the interpolant of ``φ``)
+    fell at least ``1/SMOOTH_DROP``-fold. ``known`` is ``Φ`` at ``[0, *alpha, 1]`` ``[J + 1, K]``.
+    """
+    worst = int(np.argmax(np.abs(relative_gap)))
+    cuts = np.concatenate([[0.0], alpha, [1.0]])
+    local = (interpolant_integrals(alpha, cuts) @ rate[:, worst] - np.diff(known[:, worst]))
+    local *= abs(relative_gap[worst]) / max(abs(local.sum()), 1e-300)          # relative to the change
+    drift, level = float(np.abs(np.cumsum(local)).max()), ex.level
+    ex.level = None                     # split from now on, unless lifted below
+    if level + 1 >= PATTERSON_LEVELS or len(gauss_kronrod_patterson(level + 1, FIRST_PASS)) > max_steps \
+            or (level == 0 and abs(relative_gap[worst]) >= MISSED) \
+            or np.abs(local).max() > CONCENTRATED * np.abs(local).sum() or drift > SMOOTH_DROP * ex.error:
+        return []
+    ex.level, ex.error = level + 1, drift
+    new = gauss_kronrod_patterson(level + 1, FIRST_PASS).alphas
+    return new[~torch.isin(new, torch.from_numpy(alpha))].tolist()
 
 
 def _worst_gap(lo: float, hi: float, alpha: np.ndarray, rate: np.ndarray, value: np.ndarray,

@@ -9,7 +9,8 @@ from torch import nn
 
 import attrfx
 from attrfx import axioms
-from attrfx.adaptive import IntegrationBudgetWarning, adaptive_differences, adaptive_integrate, interpolatory_rule
+from attrfx.adaptive import IntegrationBudgetWarning, adaptive_differences, adaptive_integrate
+from attrfx.quadrature import interpolatory_rule
 from attrfx.quadrature import gausslegendre
 
 D = torch.float64
@@ -50,6 +51,38 @@ def test_a_smooth_integrand_costs_what_gausslegendre_costs():
     total, exact, conv = integrate_analytic(*ANALYTIC["polynomial"], 1e-8)
     rule = gausslegendre(int(conv.evaluations))
     assert int(conv.evaluations) == 8 and total == pytest.approx(float(rule.weights @ ANALYTIC["polynomial"][0](rule.alphas)))
+
+
+SMOOTH = {   # analytic on [0, 1], none of them a polynomial of low degree
+    "runge": ANALYTIC["runge"],
+    "lorentzian near 0.1": (lambda a: 1 / (1 + ((a - 0.1) / 0.05) ** 2), lambda a: 0.05 * torch.atan((a - 0.1) / 0.05)),
+    "cos(20α)": (lambda a: torch.cos(20 * a) + 1.1, lambda a: torch.sin(20 * a) / 20 + 1.1 * a),
+    "gaussian of width 0.1": (lambda a: torch.exp(-((a - 0.3) / 0.1) ** 2),
+                              lambda a: 0.05 * math.sqrt(math.pi) * torch.erf((a - 0.3) / 0.1)),
+    "pole at -0.05": (lambda a: 1 / (a + 0.05), lambda a: torch.log(a + 0.05)),
+    "tanh(10α)": (lambda a: torch.tanh(10 * (a - 0.4)) + 1, lambda a: torch.log(torch.cosh(10 * (a - 0.4))) / 10 + a),
+}
+
+
+def gausslegendre_steps_for(phi, Phi, gap: float) -> int:
+    """The fewest Gauss–Legendre nodes whose error is at most ``gap``."""
+    exact = float(Phi(torch.ones((), dtype=D)) - Phi(torch.zeros((), dtype=D)))
+    for n in range(1, 300):
+        rule = gausslegendre(n)
+        if abs(float(rule.weights @ phi(rule.alphas)) - exact) <= gap:
+            return n
+    raise AssertionError("gausslegendre did not reach the gap")
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTH))
+@pytest.mark.parametrize("tolerance", [1e-3, 1e-6, 1e-9])
+def test_smooth_integrands_cost_at_most_a_quarter_more_than_gausslegendre(name, tolerance):
+    """For the gap auto reaches, Gauss–Legendre needs at least 80% of auto's evaluations."""
+    phi, Phi = SMOOTH[name]
+    total, exact, conv = integrate_analytic(phi, Phi, tolerance)
+    assert bool(conv.converged.all())
+    gap = max(abs(total - exact), 1e-15 * abs(exact))
+    assert int(conv.evaluations) <= 1.25 * gausslegendre_steps_for(phi, Phi, gap)
 
 
 def test_interpolatory_rule_on_gauss_nodes_is_gausslegendre():

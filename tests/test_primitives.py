@@ -1,5 +1,6 @@
 """The public primitives, on their own and composed by hand into the library's methods."""
 
+import re
 import threading
 
 import numpy as np
@@ -31,6 +32,52 @@ def test_rules_are_values():
     rule = quadrature.riemann_middle(4)
     assert isinstance(rule, quadrature.Rule) and len(rule) == 4
     assert rule.slice(1, 3).alphas.tolist() == [0.375, 0.625]
+
+
+def _exactness_degree(rule: quadrature.Rule) -> int:
+    """The largest d with Σ w·Pₖ(2α − 1) = ∫₀¹ Pₖ(2α − 1) dα (1 for k = 0, else 0) for every k ≤ d (Legendre Pₖ)."""
+    t = 2 * rule.alphas.numpy() - 1
+    for k in range(4 * len(rule)):
+        if abs(rule.weights.numpy() @ np.polynomial.legendre.legval(t, np.eye(k + 1)[k]) - (k == 0)) > 1e-12:
+            return k - 1
+    raise AssertionError("exact beyond any degree")
+
+
+@pytest.mark.parametrize("level, size, degree", [(0, 8, 15), (1, 17, 25), (2, 35, 53), (3, 71, 107)])
+def test_gauss_kronrod_patterson_levels_are_nested_with_their_degree(level, size, degree):
+    rule = quadrature.gauss_kronrod_patterson(level)
+    assert len(rule) == size and bool((rule.weights > 0).all()) and bool(((rule.alphas > 0) & (rule.alphas < 1)).all())
+    assert _exactness_degree(rule) >= degree
+    below = quadrature.gausslegendre(8) if level == 0 else quadrature.gauss_kronrod_patterson(level - 1)
+    assert bool(torch.isin(below.alphas, rule.alphas).all())
+    if level == 0:
+        assert torch.allclose(rule.weights, below.weights, rtol=0, atol=1e-15)
+
+
+def test_gauss_kronrod_patterson_from_three_nodes_is_the_classic_sequence():
+    """Patterson's 3, 7, 15, 31-node rules; degrees 5, 11, 23, 47."""
+    for level, (size, degree) in enumerate([(3, 5), (7, 11), (15, 23), (31, 47)]):
+        rule = quadrature.gauss_kronrod_patterson(level, first=3)
+        assert len(rule) == size and _exactness_degree(rule) == degree
+
+
+@pytest.mark.parametrize("level, first, fragment", [(-1, 8, "`level` must be at least 0"),
+                                                    (4, 8, "`level` must be at most 3"),
+                                                    (1.5, 8, "`level` must be an int"),
+                                                    (0, 0, "`first` must be at least 1")])
+def test_gauss_kronrod_patterson_rejects_bad_levels(level, first, fragment):
+    with pytest.raises((ValueError, TypeError), match=re.escape(fragment)):
+        quadrature.gauss_kronrod_patterson(level, first)
+
+
+def test_interpolant_integrals_split_the_interpolatory_rule():
+    nodes = quadrature.gausslegendre(5).alphas.numpy()
+    cuts = np.array([0.0, 0.1, 0.5, 1.0])
+    pieces = quadrature.interpolant_integrals(nodes, cuts)
+    cubic = lambda a: 4 * a ** 3 - a + 2          # noqa: E731  (through 5 nodes: the interpolant is itself)
+    antiderivative = lambda a: a ** 4 - a ** 2 / 2 + 2 * a   # noqa: E731
+    np.testing.assert_allclose(pieces @ cubic(nodes), np.diff(antiderivative(cuts)), rtol=1e-13)
+    np.testing.assert_allclose(pieces.sum(0), quadrature.gausslegendre(5).weights.numpy(), rtol=1e-13)
 
 
 # --- paths ------------------------------------------------------------------------------------------------
