@@ -3,7 +3,8 @@
 Three kernels cover every gradient method:
 
 - :func:`neuron_input_grads` — ``∂n_k/∂x`` for K neurons: the model runs only
-  to the layer, once; the K backward passes are one ``vmap`` over cotangents;
+  to the layer, once; each neuron's backward pass starts from its own
+  cotangent at the layer (:func:`pull_neurons`);
 - :func:`layer_grads` — ``∂F/∂h`` at one or more layers, with ``h``;
 - :func:`conductance_grads` — both ``∂n_k/∂x`` and ``∂F/∂h`` from one forward
   pass: the graph is cut at the layer, so the backward from ``F`` stops at
@@ -14,30 +15,62 @@ Unreachable inputs or layers get zero gradients.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .probe import Activation, LayerInfo, forward_to_layer, forward_with_probe, zero_deltas
-from .selectors import Neuron, Target, select_target
+from .selectors import Neuron, Target, neuron_cotangent, select_target
 
 
-def pull_each(pull: Callable, values: Tensor) -> tuple[Tensor, ...]:
-    """Vector-Jacobian products for each row of ``values`` ``[K, N]``: results ``[K, N, ...]``.
+VMAP_ELEMENTS = 1 << 20
+"""At most this many cotangent elements in all (K neurons × the layer's activation) are pulled back under ``vmap``."""
 
-    One backward pass per row, all from the one forward pass behind ``pull``, run
-    one after another, so intermediates are one backward pass's, not K's.
-    ``benchmarks/kernels.py`` compares ``vmap`` over the K cotangents: with K = 64
-    on CPU it was 7.7× slower than this loop on the ResNet-style CNN, but 4×
-    faster on the MLP.
+
+def vmap_suits(model: Callable, k: int, hs: Activation) -> bool:
+    """Whether K neurons' backward passes should run under one ``vmap`` rather than one after another.
+
+    Only when each pass is small and overhead-bound — ``K·numel(h) ≤``
+    :data:`VMAP_ELEMENTS` — and every module holding parameters is an
+    ``nn.Linear``: torch's batched backward passes of convolution, BatchNorm and
+    LayerNorm ran 1.5–4× slower than the loop, while on the MLP's 8 rows
+    ``vmap`` was 2× faster (``benchmarks/kernels.py``). Results are equal either way.
+
+    Example:
+        >>> vmap_suits(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), 16, (torch.zeros(8, 4),))
+        True
+        >>> vmap_suits(nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU()), 16, (torch.zeros(8, 4, 6),))
+        False
     """
-    k = values.shape[0]
-    if k == 1:
-        return tuple(g.unsqueeze(0) for g in pull(torch.ones_like(values)))
-    basis = torch.eye(k, dtype=values.dtype, device=values.device)[:, :, None].expand(k, k, values.shape[1])
-    per_row = [pull(cotangent) for cotangent in basis]
-    return tuple(torch.stack(gs) for gs in zip(*per_row))
+    return (k > 1 and k * sum(h.numel() for h in hs) <= VMAP_ELEMENTS and isinstance(model, nn.Module)
+            and all(isinstance(m, nn.Linear) for m in model.modules() if next(m.parameters(False), None) is not None))
+
+
+def pull_neurons(pull: Callable, neurons: Sequence[Neuron], hs: Activation, batched: bool) -> tuple[Tensor, ...]:
+    """``∂n_k/∂x = pull(∂(Σ_rows n_k)/∂h)`` for each neuron: ``[K, N, ...]`` per input.
+
+    ``pull`` is the vjp of ``x ↦ h`` (one forward pass, shared by all K
+    neurons); each neuron's cotangent is built at the layer
+    (:func:`~attrfx.selectors.neuron_cotangent`), so its backward pass carries
+    that neuron alone. With ``batched`` (:func:`vmap_suits`) the K cotangents
+    are pulled back under one ``vmap``; otherwise one after another, so
+    intermediates are one backward pass's. The last pass frees the graph.
+
+    Example:
+        >>> from attrfx.selectors import IndexNeuron
+        >>> hs, pull = torch.func.vjp(lambda x: (2 * x,), torch.randn(3, 2))
+        >>> pull_neurons(pull, [IndexNeuron((slice(None), 1), False)], hs, False)[0][0].tolist()
+        [[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]]
+    """
+    k = len(neurons)
+    if batched:
+        cotangents = [neuron_cotangent(n, hs) for n in neurons]
+        return torch.func.vmap(functools.partial(pull, retain_graph=False))(
+            tuple(torch.stack(c) for c in zip(*cotangents)))
+    grads = [pull(neuron_cotangent(n, hs), retain_graph=i < k - 1) for i, n in enumerate(neurons)]
+    return tuple(torch.stack(g) if k > 1 else g[0].unsqueeze(0) for g in zip(*grads))
 
 
 def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], args: tuple,
@@ -45,10 +78,14 @@ def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], 
     """``x ↦ [n_k(x)]``, shape ``[K, N]``; the forward pass stops at the layer."""
 
     def values(*xs: Tensor) -> Tensor:
-        hs = forward_to_layer(model, layer, xs, args, at_input=at_input)
-        return torch.stack([n(hs) for n in neurons])
+        return stack_values(neurons, forward_to_layer(model, layer, xs, args, at_input=at_input))
 
     return values
+
+
+def stack_values(neurons: Sequence[Neuron], hs: Activation) -> Tensor:
+    """The neurons' values ``[K, N]`` at the layer's activation ``hs``."""
+    return torch.stack([n(hs) for n in neurons])
 
 
 def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
@@ -67,8 +104,8 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
 def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
                                   args: tuple, *, at_input: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
     """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
-    values, pull = torch.func.vjp(neuron_values(model, layer, neurons, args, at_input), *xs)
-    return pull_each(pull, values), values
+    hs, pull = torch.func.vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
+    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs)), stack_values(neurons, hs)
 
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
@@ -89,7 +126,7 @@ def layer_grads_and_output(model: Callable, sites: Sequence[LayerInfo], xs: Sequ
 
     deltas = [zero_deltas(site, n, device) for site in sites]
     value, pull, acts = torch.func.vjp(explained, deltas, has_aux=True)
-    (grads,) = pull(torch.ones_like(value))
+    (grads,) = pull(torch.ones_like(value), retain_graph=False)
     return acts, list(grads), value
 
 
@@ -110,13 +147,14 @@ def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequ
     n = xs[0].shape[0]
 
     def explained(deltas):
-        def neurons_and_output(*points):
+        def activation_and_output(*points):
             acts, output = forward_with_probe(model, [site], points, args, [deltas], cut=True)
-            return torch.stack([nr(acts[0]) for nr in neurons]), select_target(output, target)
+            return acts[0], select_target(output, target)
 
-        values, pull, output = torch.func.vjp(neurons_and_output, *xs, has_aux=True)
-        return output, (pull_each(pull, values), values)
+        hs, pull, output = torch.func.vjp(activation_and_output, *xs, has_aux=True)
+        grads = pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
+        return output, (grads, stack_values(neurons, hs))
 
     output, pull, (input_grads, values) = torch.func.vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)
-    (layer_grad,) = pull(torch.ones_like(output))
-    return input_grads, torch.stack([nr(layer_grad) for nr in neurons]), values
+    (layer_grad,) = pull(torch.ones_like(output), retain_graph=False)
+    return input_grads, stack_values(neurons, layer_grad), values

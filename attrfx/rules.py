@@ -2,8 +2,9 @@
 
 A rule is a function ``(module, x, y) → y'``: given a module's input ``x`` and
 output ``y``, it returns a tensor equal to ``y`` whose gradient follows the
-rule. Each rule is a ``torch.autograd.Function`` with ``setup_context`` and
-``generate_vmap_rule``, so ``torch.func.vjp``/``grad``/``vmap`` see it.
+rule: a tensor hook on a view of ``y`` (guided backprop, deconvolution), or a
+``torch.autograd.Function`` with ``setup_context`` and ``generate_vmap_rule``
+(DeepLift), so ``torch.func.vjp``/``grad``/``vmap`` see it.
 
 Rules are declared as data, a :class:`RuleMap` from module types to rules (as
 in zennit), and :func:`applied` puts one on a model for the duration of a
@@ -68,41 +69,22 @@ class RuleMap(NamedTuple):
 # --- guided backpropagation and deconvolution -------------------------------------------------
 
 
-class _GuidedRelu(torch.autograd.Function):
-    generate_vmap_rule = True
+def _clamped(y: Tensor) -> Tensor:
+    """A view of ``y`` whose incoming gradient is clamped at 0: ``relu(g)`` goes on to ``y``'s graph.
 
-    @staticmethod
-    def forward(x, y):
-        return y.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return torch.where(x > 0, g, torch.zeros_like(g)).clamp(min=0), None
-
-
-class _DeconvRelu(torch.autograd.Function):
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, y):
-        return y.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.clamp(min=0), None
+    A tensor hook, not an ``autograd.Function``: the same under ``torch.func``
+    transforms, at a tenth of the per-call cost there.
+    """
+    out = y.view_as(y)
+    if out.requires_grad:
+        out.register_hook(lambda g: g.clamp(min=0))
+    return out
 
 
 def guided_relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """ReLU under guided backpropagation: ``∂x = relu(g)·[x > 0]``.
+
+    ``relu(g)`` then ReLU's own backward pass (``·[x > 0]``).
 
     Example:
         >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
@@ -110,11 +92,15 @@ def guided_relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         >>> x.grad.tolist()
         [0.0, 0.0, 4.0]
     """
-    return _GuidedRelu.apply(x, y.detach())
+    return _clamped(y)
 
 
 def deconv_relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """ReLU under deconvolution: ``∂x = relu(g)``, whatever the sign of ``x``.
+
+    ``y`` passes its value, ``x`` takes the gradient straight through
+    (``y + (x − x)``, the difference zeroed where ``x`` is not finite so the
+    value stays ``y``), clamped at 0.
 
     Example:
         >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
@@ -122,7 +108,7 @@ def deconv_relu(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         >>> x.grad.tolist()
         [5.0, 0.0, 4.0]
     """
-    return _DeconvRelu.apply(x, y.detach())
+    return _clamped(y.detach() + (x - x.detach()).nan_to_num(0.0, 0.0, 0.0))
 
 
 # --- DeepLift rescale ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Both become functions returning one scalar per example, shape ``[N]``:
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -66,14 +67,38 @@ def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector", *, ba
         if isinstance(ix, int) and not -size <= ix < size:
             raise bad_value(arg, f"indices within layer {info.name}'s output shape (N, "
                             f"{', '.join(map(str, shape))})", f"index {ix} for dimension {i + 1} of size {size}")
-    full = (slice(None),) + index
-    sums = any(isinstance(ix, slice) for ix in index)
+    return IndexNeuron((slice(None),) + index, any(isinstance(ix, slice) for ix in index))
 
-    def pick(hs: Activation) -> Tensor:
-        value = hs[0][full]
-        return value.reshape(value.shape[0], -1).sum(1) if sums else value
 
-    return pick
+@dataclasses.dataclass(frozen=True)
+class IndexNeuron:
+    """The neuron ``h[(:,) + index]`` of a one-tensor activation, summed over the slices in ``index``."""
+
+    index: tuple
+    sums: bool
+
+    def __call__(self, hs: Activation) -> Tensor:
+        value = hs[0][self.index]
+        return value.reshape(value.shape[0], -1).sum(1) if self.sums else value
+
+
+def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
+    """``∂(Σ_rows n)/∂h``: the cotangent at the layer whose pull-back is ``∂n/∂x`` for every row at once.
+
+    Rows are independent, so one backward pass from the layer gives each example
+    its own gradient. An :class:`IndexNeuron`'s cotangent is built directly (ones
+    at its index); a callable's comes from ``torch.func.vjp``.
+
+    Example:
+        >>> neuron_cotangent(IndexNeuron((slice(None), 1), False), (torch.zeros(2, 3),))[0].tolist()
+        [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    """
+    if isinstance(neuron, IndexNeuron):
+        cotangent = torch.zeros_like(hs[0])
+        cotangent[neuron.index] = 1
+        return (cotangent,)
+    value, pull = torch.func.vjp(neuron, hs)
+    return pull(torch.ones_like(value), retain_graph=False)[0]
 
 
 def _as_index(selector: Any, arg: str,

@@ -1,9 +1,11 @@
 """Two kernel choices behind attrfx, measured against Captum and the autograd floor.
 
-1. K neurons in one call: after one shared forward pass, attrfx runs the K
-   backward passes as a loop; the alternative is ``torch.func.vmap`` over the
-   K cotangents. Compared with K Captum calls and the floor (one forward pass,
-   K ``autograd.grad`` calls on its graph).
+1. K neurons in one call: after one shared forward pass, the K backward
+   passes (each from its neuron's cotangent at the layer) run as a loop or
+   under one ``torch.func.vmap`` over the K cotangents
+   (``attrfx.gradients.vmap_suits`` chooses; both are timed here by setting
+   ``gradients.VMAP_ELEMENTS``). Compared with K Captum calls and the floor
+   (one forward pass, K ``autograd.grad`` calls on its graph).
 2. Neuron conductance: attrfx nests two ``torch.func.vjp`` (one per side of
    the layer); the alternative is plain autograd, two pruned ``autograd.grad``
    calls over the same cut forward pass. Compared with Captum's
@@ -42,23 +44,11 @@ def interleaved(runs: dict, reps: int) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def k_neurons_vmapped(model, layer, neurons, x):
-    """``∂n_k/∂x`` for K neurons with the backward passes under ``vmap``."""
-    values, pull = torch.func.vjp(gradients.neuron_values(model, layer, neurons, (), False), x)
-    basis = torch.eye(len(neurons))[:, :, None].expand(len(neurons), len(neurons), x.shape[0]).contiguous()
-    with torch.no_grad():
-        return torch.func.vmap(pull)(basis)[0]
-
-
 def k_neurons(case, which: str, k: int, reps: int) -> None:
     model, x = case.model, case.inputs
     name = case.layers[which]
-    layer = model.get_submodule(name)
-    (site,) = probe.inspect_layers(model, [layer], (x,), ())
-    g = torch.Generator().manual_seed(0)
-    sels = [tuple(int(torch.randint(n, (), generator=g)) for n in site.shapes[0]) for _ in range(k)]
-    neurons, _ = selectors.neuron_selectors(sels, site)
-    captum = methods._captum().NeuronGradient(model, layer)
+    sels = methods.k_selectors(case, which, k)
+    captum = methods._captum().NeuronGradient(model, model.get_submodule(name))
     fz = methods.frozen(model)
     picks = [methods._pick(s) for s in sels]
 
@@ -67,16 +57,25 @@ def k_neurons(case, which: str, k: int, reps: int) -> None:
         h = methods.prefix(fz, fz.get_submodule(name), xg)
         return [torch.autograd.grad(p(h).sum(), xg, retain_graph=True)[0] for p in picks]
 
-    loop = attrfx.neuron_gradient(model, name, x, sels)
-    vmapped = k_neurons_vmapped(model, layer, neurons, x)
-    assert torch.allclose(loop, vmapped, atol=1e-6)
-    t = interleaved({"attrfx (loop)": lambda: attrfx.neuron_gradient(model, name, x, sels),
-                     "vmap": lambda: k_neurons_vmapped(model, layer, neurons, x),
-                     "Captum": lambda: [captum.attribute(x, s) for s in sels],
+    def attrfx_with(limit):
+        def run():
+            gradients.VMAP_ELEMENTS = limit
+            try:
+                return attrfx.neuron_gradient(model, name, x, sels)
+            finally:
+                gradients.VMAP_ELEMENTS = chosen
+        return run
+
+    chosen = gradients.VMAP_ELEMENTS
+    loop, vmapped = attrfx_with(0), attrfx_with(1 << 62)
+    assert torch.equal(loop(), vmapped())
+    (site,) = probe.inspect_layers(model, [model.get_submodule(name)], (x,), ())
+    pick = "vmap" if gradients.vmap_suits(model, k, (torch.empty((x.shape[0],) + site.shapes[0]),)) else "loop"
+    t = interleaved({"loop": loop, "vmap": vmapped, "Captum": lambda: [captum.attribute(x, s) for s in sels],
                      "floor": floor}, reps)
-    a = t["attrfx (loop)"]
-    print(f"{case.name:4s} {which:5s} K={k:<3d} attrfx {1e3 * a:8.1f} ms  vmap/attrfx {t['vmap'] / a:5.2f}  "
-          f"Captum/attrfx {t['Captum'] / a:5.2f}  attrfx/floor {a / t['floor']:5.2f}")
+    a = t[pick]
+    print(f"{case.name:4s} {which:5s} K={k:<3d} loop {1e3 * t['loop']:8.1f} ms  vmap {1e3 * t['vmap']:8.1f} ms  "
+          f"attrfx uses {pick}: Captum/attrfx {t['Captum'] / a:5.2f}  attrfx/floor {a / t['floor']:5.2f}")
 
 
 def plain_conductance(model, site, neurons, points, target):
@@ -134,7 +133,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.reps} interleaved runs\n")
     print(f"1. K = {args.k} neurons in one call (neuron_gradient): loop vs vmap over cotangents")
-    for name in ("mlp", "cnn"):
+    for name in ("mlp", "cnn", "tfm"):
         k_neurons(models.build(name), "early", args.k, args.reps)
     print("\n2. neuron_conductance kernel: nested torch.func.vjp vs plain autograd (riemann_trapezoid, 50 steps)")
     cnn = models.build("cnn")

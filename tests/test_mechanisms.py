@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import attrfx
+from attrfx import gradients
 
 N = 5          # examples; the inspection pass sees min(2, N) = 2 rows
 INSPECT = 2
@@ -78,7 +79,8 @@ NEURON_ONLY = {   # methods that explain the neuron alone: the rest of the model
 NEURON_ONLY = {k: v for k, v in NEURON_ONLY.items() if hasattr(attrfx, k)}
 
 
-EMPTY_INSPECTION = {"neuron_gradient", "neuron_integrated_gradients", "neuron_gradient_shap"}
+EMPTY_INSPECTION = {"neuron_gradient", "neuron_integrated_gradients", "neuron_gradient_shap", "neuron_deeplift",
+                    "neuron_guided_backprop", "neuron_deconvolution"}
 
 
 @pytest.mark.parametrize("method", sorted(NEURON_ONLY))
@@ -149,6 +151,28 @@ def test_k_neurons_equal_k_single_calls(method):
     assert many.shape == (len(SELECTORS),) + tuple(x.shape)
     for k, sel in enumerate(SELECTORS):
         torch.testing.assert_close(many[k], fn(net, x, sel), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["loop", "vmap"])
+@pytest.mark.parametrize("method", sorted(K_METHODS))
+def test_k_backward_passes_give_the_single_results_looped_or_vmapped(method, batched, monkeypatch):
+    monkeypatch.setattr(gradients, "VMAP_ELEMENTS", 1 << 62 if batched else 0)
+    net, x = make()
+    assert gradients.vmap_suits(net, len(SELECTORS), (torch.zeros(N, 5),)) == batched
+    fn, _ = K_METHODS[method]
+    many = fn(net, x, SELECTORS + [lambda h: h[:, 1] * h[:, 2]])      # a callable: its cotangent comes from a vjp
+    for k, sel in enumerate(SELECTORS):
+        torch.testing.assert_close(many[k], fn(net, x, sel), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(many[-1], fn(net, x, lambda h: h[:, 1] * h[:, 2]), rtol=1e-12, atol=1e-12)
+
+
+def test_vmap_only_for_small_linear_prefixes():
+    small = (torch.zeros(8, 16),)
+    assert gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.ReLU()), 64, small)
+    assert not gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.ReLU()), 1, small)       # one neuron: no batch
+    assert not gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.ReLU()), 64, (torch.zeros(8, 1 << 14),))
+    assert not gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16)), 64, small)
+    assert not gradients.vmap_suits(lambda x: x, 64, small)                                      # not a module
 
 
 CHUNKED = {
