@@ -228,9 +228,9 @@ def _evaluate_rows(evaluate: Callable, examples: list[int], alphas: list[float],
         yield evaluate(ex, torch.tensor(alphas[start:start + step], dtype=torch.float64, device=device))
 
 
-def _convergence(gaps: np.ndarray, nodes: list[_Example], converged: np.ndarray, like: Tensor) -> Convergence:
+def _convergence(gaps: np.ndarray, state: list[_Example], converged: np.ndarray, like: Tensor) -> Convergence:
     return Convergence(torch.as_tensor(gaps, dtype=like.dtype, device=like.device),
-                       torch.tensor([len(n.alpha) for n in nodes], device=like.device),
+                       torch.tensor([len(ex.alpha) for ex in state], device=like.device),
                        torch.as_tensor(converged, device=like.device))
 
 
@@ -282,7 +282,7 @@ def _refine_panels(ex: _Example, e0: np.ndarray, e1: np.ndarray, floor: np.ndarr
     if np.all(np.abs(gap) <= tolerance * np.abs(e1 - e0) + floor):
         return weights, gap, None
     if ex.level is not None:
-        ahead = _next_level(ex, alpha, rate, np.concatenate([e0[None], value, e1[None]]), gap / scale, max_steps)
+        ahead = _next_level(ex, alpha, rate, np.concatenate([e0[None], value, e1[None]]), gap, scale, max_steps)
         if ahead:
             return weights, gap, ahead
     plan: list[float] = []
@@ -299,8 +299,8 @@ def _refine_panels(ex: _Example, e0: np.ndarray, e1: np.ndarray, floor: np.ndarr
     return weights, gap, plan
 
 
-def _next_level(ex: _Example, alpha: np.ndarray, rate: np.ndarray, known: np.ndarray, relative_gap: np.ndarray,
-                max_steps: int) -> list[float]:
+def _next_level(ex: _Example, alpha: np.ndarray, rate: np.ndarray, known: np.ndarray, gap: np.ndarray,
+                scale: np.ndarray, max_steps: int) -> list[float]:
     """The nodes that lift the one panel ``[0, 1]`` to the next nested level, or ``[]`` to split it instead.
 
     The level goes up while the error looks like a smooth integrand's: the first pass missed
@@ -309,14 +309,13 @@ def _next_level(ex: _Example, alpha: np.ndarray, rate: np.ndarray, known: np.nda
     drift ``max_α |∫₀^α p − (Φ(α) − Φ(0))|`` over the nodes (``p`` the interpolant of ``φ``)
     fell at least ``1/SMOOTH_DROP``-fold. ``known`` is ``Φ`` at ``[0, *alpha, 1]`` ``[J + 1, K]``.
     """
-    worst = int(np.argmax(np.abs(relative_gap)))
+    worst = int(np.argmax(np.abs(gap) / scale))
     cuts = np.concatenate([[0.0], alpha, [1.0]])
-    local = (interpolant_integrals(alpha, cuts) @ rate[:, worst] - np.diff(known[:, worst]))
-    local *= abs(relative_gap[worst]) / max(abs(local.sum()), 1e-300)          # relative to the change
+    local = (interpolant_integrals(alpha, cuts) @ rate[:, worst] - np.diff(known[:, worst])) / scale[worst]
     drift, level = float(np.abs(np.cumsum(local)).max()), ex.level
     ex.level = None                     # split from now on, unless lifted below
     if level + 1 >= PATTERSON_LEVELS or len(gauss_kronrod_patterson(level + 1, FIRST_PASS)) > max_steps \
-            or (level == 0 and abs(relative_gap[worst]) >= MISSED) \
+            or (level == 0 and abs(gap[worst]) >= MISSED * scale[worst]) \
             or np.abs(local).max() > CONCENTRATED * np.abs(local).sum() or drift > SMOOTH_DROP * ex.error:
         return []
     ex.level, ex.error = level + 1, drift

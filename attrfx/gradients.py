@@ -70,7 +70,7 @@ def pull_neurons(pull: Callable, neurons: Sequence[Neuron], hs: Activation, batc
         return torch.func.vmap(functools.partial(pull, retain_graph=False))(
             tuple(torch.stack(c) for c in zip(*cotangents)))
     grads = [pull(neuron_cotangent(n, hs), retain_graph=i < k - 1) for i, n in enumerate(neurons)]
-    return tuple(torch.stack(g) if k > 1 else g[0].unsqueeze(0) for g in zip(*grads))
+    return tuple(torch.stack(g) for g in zip(*grads))
 
 
 def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], args: tuple,
