@@ -11,23 +11,25 @@ and ``Φ(γ(α))`` comes free with the forward pass of every gradient
 evaluation. So the quadrature error of each piece is *measured*, not
 estimated, and the adaptive scheme refines exactly where completeness fails:
 
-* :func:`adaptive_integrate` (integrated gradients, neuron conductance) starts,
-  per example, with the 8 Gauss–Legendre nodes of
-  :func:`~attrfx.quadrature.gauss_kronrod_patterson` level 0 on [0, 1]. While the
-  error looks like a smooth integrand's (see :func:`_next_level`: the first pass
-  missed less than a fifth of the change, no single gap between nodes holds the
-  error, and each level cut the error along the whole path at least ~7-fold) it
-  moves up the nested levels (8 → 17 → 35 → 71 nodes, every old node kept), which
-  on smooth integrands costs about what Gauss–Legendre costs for the same gap.
-  Otherwise it keeps a partition of [0, 1] into panels whose ends are 0, 1 or
+* :func:`adaptive_integrate` (integrated gradients, neuron conductance) keeps,
+  per example, a partition of [0, 1] into panels whose ends are 0, 1 or
   evaluated nodes; each panel integrates with the interpolatory rule on the
-  nodes it holds (:func:`~attrfx.quadrature.interpolatory_rule`). The panel with
-  the largest measured error is split around its worst sub-gap (the gap between
-  two known points whose exact change ``ΔΦ`` the trapezoid misses most), and that
-  sub-gap gets fresh Gauss–Legendre nodes. Every node ever evaluated keeps
-  contributing. Since Gauss nodes crowd the ends of a gap, repeated splits grade
-  geometrically towards a narrow feature at an endpoint (e.g. LayerNorm's ε at
-  α ≈ 1e-4); ReLU networks, whose integrand is a staircase, are refined this way too.
+  nodes it holds (:func:`~attrfx.quadrature.interpolatory_rule`), and its error
+  is exact. It starts with one panel holding the 8 Gauss–Legendre nodes of
+  :func:`~attrfx.quadrature.gauss_kronrod_patterson` level 0 and refines the
+  panels with the largest error. A panel on a nested ladder whose error looks
+  like a smooth integrand's (see :func:`_next_level`: spread over the panel,
+  not a missed feature, and either still unresolved or falling fast) moves up
+  a level (8 → 17 → 35 → 71 nodes, every old node kept), which on smooth
+  integrands costs about what Gauss–Legendre costs for the same gap. Any other
+  panel is split around its worst sub-gap (the gap between two known points
+  whose exact change ``ΔΦ`` the trapezoid misses most); that sub-gap becomes a
+  panel of its own with 2 Gauss–Legendre nodes and a ladder of its own
+  (2 → 5 → 11 → 23). Every node ever evaluated keeps contributing. Since Gauss
+  nodes crowd the ends of a gap, repeated splits grade geometrically towards
+  a narrow feature at an endpoint (e.g. LayerNorm's ε at α ≈ 1e-4), and a
+  peak that a split isolates is then resolved at high order on its own panel;
+  ReLU networks, whose integrand is a staircase, are refined by splits.
 * :func:`adaptive_differences` (layer conductance) refines the Stieltjes sum
   ``Σₛ ½(gₛ + gₛ₊₁)·(hₛ₊₁ − hₛ)`` on nodes that include 0 and 1; each interval's
   error against ``F(γ(αₛ₊₁)) − F(γ(αₛ))`` is exact, and the worst intervals are
@@ -67,8 +69,10 @@ DEFAULT_MAX_STEPS = 256
 FIRST_PASS = 8      # Gauss–Legendre nodes of the first pass on [0, 1] (level 0 of gauss_kronrod_patterson)
 PER_SPLIT = 2       # Gauss–Legendre nodes added to a split-off gap
 CONCENTRATED = 0.8  # a panel whose error sits this much in one gap between its nodes holds a local feature
-SMOOTH_DROP = 0.15  # a level that cuts the error at least this much shows a smooth integrand
-MISSED = 0.2        # a first pass that misses this much of the change missed a feature, not digits: split
+SMOOTH_DROP = 0.15  # a level that cuts the drift at least this much shows a smooth integrand
+MISSED = 0.5        # a first rule whose drift is this much of its panel's change missed a feature: split
+UNRESOLVED = 0.04   # a level whose drift is still this much of its panel's change has not resolved it: climb on
+STABLE = 1.5        # a panel rule with Σ|weights| above this multiple of its width amplifies noise: cut the panel
 
 
 class IntegrationBudgetWarning(UserWarning):
@@ -146,10 +150,18 @@ def _floor(ends: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     return 64 * torch.finfo(dtype).eps * (np.abs(ends[0]) + np.abs(ends[1]))
 
 
+class _Ladder(NamedTuple):
+    """A panel still climbing the nested levels of :func:`~attrfx.quadrature.gauss_kronrod_patterson` grown from
+    ``first`` Gauss–Legendre nodes: its ``level`` and the relative drift that level left."""
+
+    first: int
+    level: int
+    drift: float
+
+
 class _Example:
-    """One example's state: evaluated nodes (α, ``φ`` ``[K]``, ``Φ`` ``[K]``, row id), its panel breaks, and,
-    while it is still one panel moving up :func:`~attrfx.quadrature.gauss_kronrod_patterson`, that level
-    and the relative gap it left (``level`` is ``None`` once the panel is split)."""
+    """One example's state: evaluated nodes (α, ``φ`` ``[K]``, ``Φ`` ``[K]``, row id), its panel breaks, and the
+    panels that still climb nested levels (keyed by their ends)."""
 
     def __init__(self) -> None:
         self.alpha: list[float] = []
@@ -157,8 +169,7 @@ class _Example:
         self.value: list[np.ndarray] = []
         self.row: list[int] = []
         self.breaks = [0.0, 1.0]
-        self.level: int | None = 0
-        self.error = math.inf
+        self.ladders = {(0.0, 1.0): _Ladder(FIRST_PASS, 0, math.inf)}
 
     def add(self, alpha: float, rate: np.ndarray, value: np.ndarray, row: int) -> None:
         self.alpha.append(alpha)
@@ -254,9 +265,9 @@ def _refine_panels(ex: _Example, e0: np.ndarray, e1: np.ndarray, floor: np.ndarr
                    max_steps: int) -> tuple[dict[int, float], np.ndarray, list[float] | None]:
     """One example's weights, gap ``[K]`` and new nodes (``None``: converged; ``[]``: out of budget).
 
-    An unsplit panel whose error looks smooth moves up a nested level (:func:`_next_level`);
-    otherwise the panels whose measured error is largest are split (in ``ex.breaks``) around
-    their worst sub-gap.
+    The panels whose measured error is largest are refined: a panel whose error looks smooth
+    moves up a nested level (:func:`_next_level`); otherwise it is split (in ``ex.breaks``)
+    around its worst sub-gap, which gets ``PER_SPLIT`` Gauss–Legendre nodes and a ladder of its own.
     """
     order = np.argsort(ex.alpha)
     alpha = np.asarray(ex.alpha)[order]
@@ -270,10 +281,7 @@ def _refine_panels(ex: _Example, e0: np.ndarray, e1: np.ndarray, floor: np.ndarr
 
     weights: dict[int, float] = {}
     panels = []
-    for lo, hi in zip(breaks[:-1], breaks[1:]):
-        inside = np.nonzero((alpha >= lo) & (alpha <= hi))[0]
-        rule = interpolatory_rule(torch.from_numpy(alpha[inside]), lo, hi)
-        w = rule.weights.numpy()
+    for lo, hi, inside, w in _panel_rules(ex, alpha):
         for idx, wi in zip(inside, w):
             weights[int(rows[idx])] = weights.get(int(rows[idx]), 0.0) + float(wi)
         error = w @ rate[inside] - (phi_at(hi) - phi_at(lo))
@@ -281,46 +289,79 @@ def _refine_panels(ex: _Example, e0: np.ndarray, e1: np.ndarray, floor: np.ndarr
     gap = sum(p[4] for p in panels)
     if np.all(np.abs(gap) <= tolerance * np.abs(e1 - e0) + floor):
         return weights, gap, None
-    if ex.level is not None:
-        ahead = _next_level(ex, alpha, rate, np.concatenate([e0[None], value, e1[None]]), gap, scale, max_steps)
-        if ahead:
-            return weights, gap, ahead
     plan: list[float] = []
     worst = max(p[0] for p in panels)
-    for err, lo, hi, inside, _ in sorted(panels, key=lambda p: -p[0]):
-        if err < 0.25 * worst or len(plan) + PER_SPLIT > budget:
+    for err, lo, hi, inside, error in sorted(panels, key=lambda p: -p[0]):
+        if err < 0.25 * worst:
+            break
+        ladder = ex.ladders.pop((lo, hi), None)
+        if ladder is not None:
+            ahead = _next_level(ladder, lo, hi, alpha[inside], rate[inside], phi_at, error, scale, budget - len(plan))
+            if ahead:
+                ex.ladders[(lo, hi)], nodes = ahead
+                plan.extend(nodes)
+                continue
+        if len(plan) + PER_SPLIT > budget:
             break
         gap_lo, gap_hi = _worst_gap(lo, hi, alpha[inside], rate[inside], value[inside], phi_at, scale)
         if gap_hi - gap_lo <= 1e-12 * max(gap_hi, 1e-300):
             continue
         breaks.extend(b for b in (gap_lo, gap_hi) if b not in breaks)
-        plan.extend((gap_lo + (gap_hi - gap_lo) * gausslegendre(PER_SPLIT).alphas).tolist())
+        ex.ladders[(gap_lo, gap_hi)] = _Ladder(PER_SPLIT, 0, math.inf)
+        plan.extend((gap_lo + (gap_hi - gap_lo) * gauss_kronrod_patterson(0, PER_SPLIT).alphas).tolist())
     breaks.sort()
     return weights, gap, plan
 
 
-def _next_level(ex: _Example, alpha: np.ndarray, rate: np.ndarray, known: np.ndarray, gap: np.ndarray,
-                scale: np.ndarray, max_steps: int) -> list[float]:
-    """The nodes that lift the one panel ``[0, 1]`` to the next nested level, or ``[]`` to split it instead.
+def _panel_rules(ex: _Example, alpha: np.ndarray) -> list[tuple[float, float, np.ndarray, np.ndarray]]:
+    """Each panel's ends, node indices into the sorted ``alpha`` and interpolatory weights.
 
-    The level goes up while the error looks like a smooth integrand's: the first pass missed
-    less than ``MISSED`` of the change; no gap between known points holds more than
-    ``CONCENTRATED`` of the error (a narrow feature would); and, after the first level, the
-    drift ``max_α |∫₀^α p − (Φ(α) − Φ(0))|`` over the nodes (``p`` the interpolant of ``φ``)
-    fell at least ``1/SMOOTH_DROP``-fold. ``known`` is ``Φ`` at ``[0, *alpha, 1]`` ``[J + 1, K]``.
+    A panel whose rule has ``Σ|w| > STABLE·(hi − lo)`` (an ill-placed node set: noise in ``φ``
+    would be amplified) is first cut at its middle node, in ``ex.breaks``, until every rule is stable.
     """
-    worst = int(np.argmax(np.abs(gap) / scale))
-    cuts = np.concatenate([[0.0], alpha, [1.0]])
-    local = (interpolant_integrals(alpha, cuts) @ rate[:, worst] - np.diff(known[:, worst])) / scale[worst]
-    drift, level = float(np.abs(np.cumsum(local)).max()), ex.level
-    ex.level = None                     # split from now on, unless lifted below
-    if level + 1 >= PATTERSON_LEVELS or len(gauss_kronrod_patterson(level + 1, FIRST_PASS)) > max_steps \
-            or (level == 0 and abs(gap[worst]) >= MISSED * scale[worst]) \
-            or np.abs(local).max() > CONCENTRATED * np.abs(local).sum() or drift > SMOOTH_DROP * ex.error:
-        return []
-    ex.level, ex.error = level + 1, drift
-    new = gauss_kronrod_patterson(level + 1, FIRST_PASS).alphas
-    return new[~torch.isin(new, torch.from_numpy(alpha))].tolist()
+    rules, todo = [], list(zip(ex.breaks[:-1], ex.breaks[1:]))
+    while todo:
+        lo, hi = todo.pop(0)
+        inside = np.nonzero((alpha >= lo) & (alpha <= hi))[0]
+        w = interpolatory_rule(torch.from_numpy(alpha[inside]), lo, hi).weights.numpy()
+        interior = inside[(alpha[inside] > lo) & (alpha[inside] < hi)]
+        if np.abs(w).sum() > STABLE * (hi - lo) and len(interior):
+            cut = float(alpha[interior[len(interior) // 2]])
+            ex.breaks.append(cut)
+            ex.ladders.pop((lo, hi), None)
+            todo[:0] = [(lo, cut), (cut, hi)]
+            continue
+        rules.append((lo, hi, inside, w))
+    ex.breaks.sort()
+    return rules
+
+
+def _next_level(ladder: _Ladder, lo: float, hi: float, alpha: np.ndarray, rate: np.ndarray, phi_at: Callable,
+                error: np.ndarray, scale: np.ndarray, budget: int) -> tuple[_Ladder, list[float]] | None:
+    """The ladder and new nodes that lift the panel ``[lo, hi]`` to its next nested level, or ``None`` to split it.
+
+    With ``p`` the interpolant of ``φ`` on the panel's nodes ``alpha``, the drift
+    ``max_α |∫ₗₒ^α p − (Φ(α) − Φ(lo))|`` over the nodes, as a fraction of the panel's change
+    ``|Φ(hi) − Φ(lo)|``, says how much the level missed. The level goes up unless a narrow
+    feature shows: one gap between known points holds more than ``CONCENTRATED`` of the error;
+    or the first rule missed ``MISSED`` or more; or a later level, though it resolved the panel
+    (missed less than ``UNRESOLVED``), cut the drift less than ``1/SMOOTH_DROP``-fold.
+    """
+    worst = int(np.argmax(np.abs(error) / scale))
+    cuts = np.unique(np.concatenate([[lo], alpha, [hi]]))
+    known = np.stack([phi_at(c)[worst] for c in cuts])
+    local = (interpolant_integrals(alpha, cuts, lo, hi) @ rate[:, worst] - np.diff(known)) / scale[worst]
+    drift, level = float(np.abs(np.cumsum(local)).max()), ladder.level
+    missed = drift * scale[worst] / max(abs(known[-1] - known[0]), 1e-300)
+    if level + 1 >= PATTERSON_LEVELS or np.abs(local).max() > CONCENTRATED * np.abs(local).sum() \
+            or (level == 0 and missed >= MISSED) \
+            or (level > 0 and missed < UNRESOLVED and drift > SMOOTH_DROP * ladder.drift):
+        return None
+    new = lo + (hi - lo) * gauss_kronrod_patterson(level + 1, ladder.first).alphas.numpy()
+    new = new[~np.isin(new, alpha)]
+    if len(new) > budget:
+        return None
+    return _Ladder(ladder.first, level + 1, drift), new.tolist()
 
 
 def _worst_gap(lo: float, hi: float, alpha: np.ndarray, rate: np.ndarray, value: np.ndarray,
