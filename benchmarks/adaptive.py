@@ -14,12 +14,15 @@ over the batch, and the integrand evaluations per example (median / largest):
   crosses, so completeness holds; Captum: ``LayerConductance``).
 
 First, on a smooth model (a tanh MLP in float64), it compares auto's evaluations
-per example with the fewest Gauss–Legendre nodes that reach the same gap.
+per example with the fewest Gauss–Legendre nodes that reach the same gap; then
+the same on analytic integrands with known integrals (smooth ones and narrow
+features), through :func:`attrfx.adaptive.adaptive_integrate` directly.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -33,7 +36,8 @@ import torch  # noqa: E402
 
 import attrfx  # noqa: E402
 from attrfx import axioms  # noqa: E402
-from attrfx.adaptive import IntegrationBudgetWarning  # noqa: E402
+from attrfx.adaptive import IntegrationBudgetWarning, adaptive_integrate  # noqa: E402
+from attrfx.quadrature import gausslegendre  # noqa: E402
 from benchmarks.models import build  # noqa: E402
 
 OUTPUT = {"mlp": "fc3", "cnn": "fc", "tfm": "head"}
@@ -122,6 +126,74 @@ def smooth() -> None:
               f"ratio max {max(ratios):.2f}")
 
 
+D = torch.float64
+SMOOTH = {   # integrand φ and antiderivative Φ on [0, 1]
+    "Runge 1/(1+25(2α−1)²)": (lambda a: 1 / (1 + 25 * (2 * a - 1) ** 2), lambda a: torch.atan(5 * (2 * a - 1)) / 10),
+    "Runge 1/(1+100(2α−1)²)": (lambda a: 1 / (1 + 100 * (2 * a - 1) ** 2),
+                               lambda a: torch.atan(10 * (2 * a - 1)) / 20),
+    "Lorentzian at 0.1, width 0.05": (lambda a: 1 / (1 + ((a - 0.1) / 0.05) ** 2),
+                                      lambda a: 0.05 * torch.atan((a - 0.1) / 0.05)),
+    "cos(20α) + 1.1": (lambda a: torch.cos(20 * a) + 1.1, lambda a: torch.sin(20 * a) / 20 + 1.1 * a),
+    "cos(40α) + 1.1": (lambda a: torch.cos(40 * a) + 1.1, lambda a: torch.sin(40 * a) / 40 + 1.1 * a),
+    "cos(60α) + 1.1": (lambda a: torch.cos(60 * a) + 1.1, lambda a: torch.sin(60 * a) / 60 + 1.1 * a),
+    "Gaussian at 0.3, width 0.1": (lambda a: torch.exp(-((a - 0.3) / 0.1) ** 2),
+                                   lambda a: 0.05 * math.sqrt(math.pi) * torch.erf((a - 0.3) / 0.1)),
+    "Gaussian at 0.5, width 0.03": (lambda a: torch.exp(-((a - 0.5) / 0.03) ** 2),
+                                    lambda a: 0.015 * math.sqrt(math.pi) * torch.erf((a - 0.5) / 0.03)),
+    "1/(α + 0.05)": (lambda a: 1 / (a + 0.05), lambda a: torch.log(a + 0.05)),
+    "tanh(10(α − 0.4)) + 1": (lambda a: torch.tanh(10 * (a - 0.4)) + 1,
+                              lambda a: torch.log(torch.cosh(10 * (a - 0.4))) / 10 + a),
+}
+FEATURES = {
+    "Gaussian spike at 3e-4, width 1e-4": (
+        lambda a: torch.exp(-((a - 3e-4) / 1e-4) ** 2 / 2) + 1e-3,
+        lambda a: 1e-4 * math.sqrt(math.pi / 2) * torch.erf((a - 3e-4) / (1e-4 * math.sqrt(2))) + 1e-3 * a),
+    "step smoothed over 1e-4": (lambda a: torch.sigmoid((a - 0.3) / 1e-4),
+                                lambda a: 1e-4 * torch.nn.functional.softplus((a - 0.3) / 1e-4)),
+    "LayerNorm-like 1e-8/(α²+1e-8)^1.5": (lambda a: 1e-8 / (a * a + 1e-8) ** 1.5, lambda a: a / torch.sqrt(a * a + 1e-8)),
+    "7 unit steps ⌊7.3α⌋ + 1": (lambda a: torch.floor(7.3 * a) + 1,
+                               lambda a: (torch.floor(7.3 * a) * (torch.floor(7.3 * a) + 1) / 2
+                                          + (torch.floor(7.3 * a) + 1) * (7.3 * a - torch.floor(7.3 * a))) / 7.3),
+}
+
+
+def _auto_on(phi, Phi, tolerance: float) -> tuple[float, int]:
+    """Relative gap and evaluations of ``n_steps="auto"`` on ``∫₀¹ φ``."""
+    def evaluate(examples, alphas):
+        return phi(alphas)[None], Phi(alphas)[None], (phi(alphas)[None, :, None],)
+
+    ends = (Phi(torch.zeros(1, 1, dtype=D)), Phi(torch.ones(1, 1, dtype=D)))
+    exact = float(ends[1] - ends[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationBudgetWarning)
+        (total,), conv = adaptive_integrate(evaluate, ends, tolerance=tolerance)
+    return abs(total.item() - exact) / abs(exact), int(conv.evaluations)
+
+
+def _gausslegendre_for(phi, Phi, gap: float) -> int:
+    """The fewest Gauss–Legendre nodes whose relative gap is at most ``gap`` (floored at 1e-15)."""
+    exact = float(Phi(torch.ones((), dtype=D)) - Phi(torch.zeros((), dtype=D)))
+    for n in range(1, 1000):
+        rule = gausslegendre(n)
+        if abs(float(rule.weights @ phi(rule.alphas)) - exact) <= max(gap, 1e-15) * abs(exact):
+            return n
+    return 1000
+
+
+def analytic() -> None:
+    """Analytic integrands (float64): auto's evaluations, and Gauss–Legendre's for the gap auto reached."""
+    print("\nanalytic integrands (float64): auto evaluations / Gauss–Legendre nodes for the same gap (ratio)")
+    for label, group in (("smooth", SMOOTH), ("narrow features", FEATURES)):
+        print(f"  {label}:")
+        for name, (phi, Phi) in group.items():
+            cells = []
+            for tol in (1e-3, 1e-6, 1e-9):
+                gap, evals = _auto_on(phi, Phi, tol)
+                same = _gausslegendre_for(phi, Phi, gap)
+                cells.append(f"tol {tol:g}: {evals:3d} / {same:4d} ({evals / same:4.2f}) gap {gap:7.1e}")
+            print(f"    {name:38s} " + "   ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn", "tfm"], choices=["mlp", "cnn", "tfm"])
@@ -129,6 +201,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     smooth()
+    analytic()
     for name in args.models:
         run(name, args.quick)
 
