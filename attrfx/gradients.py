@@ -1,4 +1,4 @@
-"""Gradients of an explained value, by ``torch.func.vjp`` through the probe.
+"""Gradients of an explained value, by a vjp (:func:`vjp`) through the probe.
 
 Three kernels cover every gradient method:
 
@@ -10,19 +10,88 @@ Three kernels cover every gradient method:
   pass: the graph is cut at the layer, so the backward from ``F`` stops at
   ``h`` and the backward from ``n_k`` covers only the model up to ``h``.
 
-Unreachable inputs or layers get zero gradients.
+Unreachable inputs or layers get zero gradients. Every kernel differentiates
+through :func:`vjp`: ``torch.func.vjp`` inside a ``torch.func`` transform (so
+the kernels compose with ``vmap``/``grad``), plain autograd otherwise (faster).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .probe import Activation, LayerInfo, forward_to_layer, forward_with_probe, zero_deltas
-from .selectors import Neuron, Target, neuron_cotangent, select_target
+from .probe import Activation, LayerInfo, forward_to_layer, forward_with_probe, transformed, zero_deltas
+from .selectors import IndexNeuron, Neuron, Target, select_target
+
+
+Pull = Callable[..., tuple[Any, ...]]
+
+
+def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
+    """``(fn(*primals), pull)`` (``+ (aux,)`` with ``has_aux``), where ``pull(v) = vᵀ·∂fn/∂primals``.
+
+    The contract of ``torch.func.vjp``: primals and cotangents are pytrees of
+    tensors, ``pull(cotangents, retain_graph=True)`` returns one gradient per
+    primal (zeros where ``fn`` does not reach it); ``batched=True`` pulls back
+    cotangents with a leading batch dimension in one go. Inside a ``torch.func``
+    transform it *is* ``torch.func.vjp`` (``vmap`` over ``pull`` for
+    ``batched``), so kernels compose. Otherwise ``fn`` runs once under
+    ``torch.enable_grad`` on fresh leaves that require grad, and ``pull`` is
+    ``torch.autograd.grad`` (``is_grads_batched`` for ``batched``): the same
+    numbers without ``torch.func``'s wrapping of every operation (0.1–0.4 ms per
+    call on small models, more with ``autograd.Function`` rules). Parameters are
+    never differentiated and no ``.grad`` is written; the outputs keep their
+    graph, so an enclosing :func:`vjp` can differentiate through them.
+
+    Example:
+        >>> x = torch.tensor([1.0, 2.0])
+        >>> out, pull = vjp(lambda t: (t * t, t.sum()), x)
+        >>> pull((torch.ones(2), torch.tensor(0.0)))[0].tolist()
+        [2.0, 4.0]
+        >>> pull((torch.eye(2), torch.zeros(2)), batched=True)[0].tolist()
+        [[2.0, 0.0], [0.0, 4.0]]
+        >>> plain = vjp(lambda t: t.exp(), x)[1](torch.ones(2))[0]
+        >>> torch.equal(plain, torch.func.vmap(lambda t: vjp(lambda u: u.exp(), t)[1](torch.ones(()))[0])(x))
+        True
+    """
+    if transformed():
+        return _func_vjp(fn, primals, has_aux)
+    flat, spec = tree_flatten(primals)
+    leaves = [p.detach().requires_grad_() for p in flat]
+    try:
+        with torch.enable_grad():
+            result = fn(*tree_unflatten(leaves, spec))
+    except RuntimeError as err:  # autograd cannot save tensors made under torch.inference_mode; torch.func can
+        if "Inference tensors" not in str(err):
+            raise
+        return _func_vjp(fn, primals, has_aux)
+    out, aux = result if has_aux else (result, None)
+
+    def pull(cotangents: Any, retain_graph: bool = True, batched: bool = False) -> tuple[Any, ...]:
+        cots = tree_flatten(cotangents)[0]
+        pairs = [(o, c) for o, c in zip(tree_flatten(out)[0], cots) if o.requires_grad]
+        grads = torch.autograd.grad([o for o, _ in pairs], leaves, [c for _, c in pairs], retain_graph=retain_graph,
+                                    allow_unused=True, is_grads_batched=batched) if pairs else [None] * len(leaves)
+        lead = tuple(cots[0].shape[:1]) if batched else ()
+        return tree_unflatten([g if g is not None else p.new_zeros(lead + tuple(p.shape))
+                               for g, p in zip(grads, leaves)], spec)
+
+    return (out, pull, aux) if has_aux else (out, pull)
+
+
+def _func_vjp(fn: Callable, primals: tuple, has_aux: bool) -> tuple:
+    """``torch.func.vjp`` with :func:`vjp`'s ``pull`` signature (``batched`` through ``vmap``)."""
+    out, func_pull, *aux = torch.func.vjp(fn, *primals, has_aux=has_aux)
+
+    def pull(cotangents: Any, retain_graph: bool = True, batched: bool = False) -> tuple[Any, ...]:
+        one = functools.partial(func_pull, retain_graph=retain_graph)
+        return torch.func.vmap(one)(cotangents) if batched else one(cotangents)
+
+    return (out, pull, *aux)
 
 
 VMAP_ELEMENTS = 1 << 20
@@ -48,29 +117,46 @@ def vmap_suits(model: Callable, k: int, hs: Activation) -> bool:
             and all(isinstance(m, nn.Linear) for m in model.modules() if next(m.parameters(False), None) is not None))
 
 
-def pull_neurons(pull: Callable, neurons: Sequence[Neuron], hs: Activation, batched: bool) -> tuple[Tensor, ...]:
+def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched: bool) -> tuple[Tensor, ...]:
     """``∂n_k/∂x = pull(∂(Σ_rows n_k)/∂h)`` for each neuron: ``[K, N, ...]`` per input.
 
-    ``pull`` is the vjp of ``x ↦ h`` (one forward pass, shared by all K
+    ``pull`` is the :func:`vjp` of ``x ↦ h`` (one forward pass, shared by all K
     neurons); each neuron's cotangent is built at the layer
-    (:func:`~attrfx.selectors.neuron_cotangent`), so its backward pass carries
-    that neuron alone. With ``batched`` (:func:`vmap_suits`) the K cotangents
-    are pulled back under one ``vmap``; otherwise one after another, so
-    intermediates are one backward pass's. The last pass frees the graph.
+    (:func:`neuron_cotangent`), so its backward pass carries that neuron alone.
+    With ``batched`` (:func:`vmap_suits`) the K cotangents are pulled back in
+    one batched pass; otherwise one after another, so intermediates are one
+    backward pass's. The last pass frees the graph.
 
     Example:
-        >>> from attrfx.selectors import IndexNeuron
-        >>> hs, pull = torch.func.vjp(lambda x: (2 * x,), torch.randn(3, 2))
+        >>> hs, pull = vjp(lambda x: (2 * x,), torch.randn(3, 2))
         >>> pull_neurons(pull, [IndexNeuron((slice(None), 1), False)], hs, False)[0][0].tolist()
         [[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]]
     """
     k = len(neurons)
     if batched:
         cotangents = [neuron_cotangent(n, hs) for n in neurons]
-        return torch.func.vmap(functools.partial(pull, retain_graph=False))(
-            tuple(torch.stack(c) for c in zip(*cotangents)))
+        return pull(tuple(torch.stack(c) for c in zip(*cotangents)), retain_graph=False, batched=True)
     grads = [pull(neuron_cotangent(n, hs), retain_graph=i < k - 1) for i, n in enumerate(neurons)]
     return tuple(torch.stack(g) for g in zip(*grads))
+
+
+def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
+    """``∂(Σ_rows n)/∂h``: the cotangent at the layer whose pull-back is ``∂n/∂x`` for every row at once.
+
+    Rows are independent, so one backward pass from the layer gives each example
+    its own gradient. An :class:`~attrfx.selectors.IndexNeuron`'s cotangent is
+    built directly (ones at its index); a callable's comes from :func:`vjp`.
+
+    Example:
+        >>> neuron_cotangent(IndexNeuron((slice(None), 1), False), (torch.zeros(2, 3),))[0].tolist()
+        [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    """
+    if isinstance(neuron, IndexNeuron):
+        cotangent = torch.zeros_like(hs[0])
+        cotangent[neuron.index] = 1
+        return (cotangent,)
+    value, pull = vjp(neuron, hs)
+    return pull(torch.ones_like(value), retain_graph=False)[0]
 
 
 def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], args: tuple,
@@ -104,7 +190,7 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
 def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
                                   args: tuple, *, at_input: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
     """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
-    hs, pull = torch.func.vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
+    hs, pull = vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
     return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs)), stack_values(neurons, hs)
 
 
@@ -125,7 +211,7 @@ def layer_grads_and_output(model: Callable, sites: Sequence[LayerInfo], xs: Sequ
         return select_target(output, target), acts
 
     deltas = [zero_deltas(site, n, device) for site in sites]
-    value, pull, acts = torch.func.vjp(explained, deltas, has_aux=True)
+    value, pull, acts = vjp(explained, deltas, has_aux=True)
     (grads,) = pull(torch.ones_like(value), retain_graph=False)
     return acts, list(grads), value
 
@@ -146,15 +232,18 @@ def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequ
     """:func:`conductance_grads` with the neuron values ``n_k`` ``[K, N]`` of the same forward pass."""
     n = xs[0].shape[0]
 
-    def explained(deltas):
-        def activation_and_output(*points):
+    def activation(*points):
+        def explained(deltas):
             acts, output = forward_with_probe(model, [site], points, args, [deltas], cut=True)
-            return acts[0], select_target(output, target)
+            return select_target(output, target), acts[0]
 
-        hs, pull, output = torch.func.vjp(activation_and_output, *xs, has_aux=True)
-        grads = pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
-        return output, (grads, stack_values(neurons, hs))
+        output, pull_layer, hs = vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)
+        (layer_grad,) = pull_layer(torch.ones_like(output), retain_graph=False)
+        return hs, layer_grad
 
-    output, pull, (input_grads, values) = torch.func.vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)
-    (layer_grad,) = pull(torch.ones_like(output), retain_graph=False)
+    # ∂F/∂h first: that pass frees what the model after the layer saved before the K passes
+    # through the prefix run, so peak memory is the larger of the two, not their sum
+    hs, pull, layer_grad = vjp(activation, *xs, has_aux=True)
+    values = stack_values(neurons, hs)
+    input_grads = pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
     return input_grads, stack_values(neurons, layer_grad), values

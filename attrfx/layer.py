@@ -52,13 +52,18 @@ class LayerProblem(NamedTuple):
 
 def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target: Any, additional_forward_args: Any,
                   at_input: bool) -> LayerProblem:
-    """Validate and set up a layer attribution (one small inspection pass of the model)."""
+    """Validate and set up a layer attribution (one small inspection pass of the model).
+
+    The pass runs on an empty batch where it can (:func:`~attrfx.probe.inspect`): the layers'
+    shapes, their run counts and the output's shape (all that :func:`check_target` reads) need no
+    real rows (models in training mode and plain functions take ``min(2, N)`` real rows).
+    """
     xs, _ = as_tuple(inputs)
     args = format_args(additional_forward_args)
     if not layers:
         raise bad_value("layer", "a layer or a non-empty list of layers", "an empty list")
     modules = [resolve_layer(model, layer) for layer in layers]
-    seen = inspect(model, modules, xs, args, at_input=at_input)
+    seen = inspect(model, modules, xs, args, at_input=at_input, empty=True)
     for site in seen.sites:
         if not all(d.is_floating_point for d in site.dtypes):
             raise bad_value("layer", "a layer whose activation is floating-point, to take gradients at it",

@@ -40,7 +40,7 @@ class NeuronProblem(NamedTuple):
     neurons: list[Neuron]
     is_list: bool
     at_input: bool
-    probe_output: Any = None  # the model output of the inspection pass, to check targets against
+    probe_output: Any = None  # the model output of the inspection pass (maybe empty), to check targets' shape
 
     @property
     def n_examples(self) -> int:
@@ -57,16 +57,14 @@ class NeuronProblem(NamedTuple):
 
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
-                   at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False,
-                   need_output: bool = True) -> NeuronProblem:
+                   at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False) -> NeuronProblem:
     """Validate and set up a neuron attribution (one small inspection pass of the model).
 
     ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation);
     ``batch_total_ok`` lets a callable selector return one value for the whole batch
-    (methods that need only the neuron's gradient, as in Captum);
-    ``need_output=False``: the method checks no target against the model output, so (unless a
-    selector is a callable, checked on real activations) the inspection pass runs on an empty
-    batch and costs next to nothing.
+    (methods that need only the neuron's gradient, as in Captum). The inspection pass runs on an
+    empty batch (layer shape, run count, and the output's shape for a target check cost next to
+    nothing) unless a selector is a callable: that one is checked on real activations.
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
@@ -74,7 +72,7 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     args = format_args(additional_forward_args)
     module = resolve_layer(model, layer)
     callables = any(callable(s) for s in (selector if isinstance(selector, list) else [selector]))
-    seen = inspect(model, [module], xs, args, at_input=at_input, empty=not (need_output or callables))
+    seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)
     (info,) = seen.sites
     neurons, is_list = neuron_selectors(selector, info, batch_total_ok=batch_total_ok)
     for neuron in neurons if seen.activations[0][0].shape[0] else []:  # (an empty pass has no callables)
@@ -115,7 +113,7 @@ def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=N
         Simonyan et al., "Deep Inside Convolutional Networks", 2013.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, need_output=False)
+                       batch_total_ok=True)
     return p.result(p.input_grads(p.xs))
 
 
@@ -156,7 +154,7 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
         Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, need_output=False)
+                       batch_total_ok=True)
     bs = format_baselines(baselines, p.xs)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,
@@ -284,7 +282,7 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, need_output=False)
+                       batch_total_ok=True)
     dists = format_distribution(baselines, inputs, p.xs)
     check_count("n_samples", n_samples)
     gen = make_generator(generator)

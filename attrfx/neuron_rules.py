@@ -36,8 +36,7 @@ def _rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional
                   at_input: bool) -> NeuronProblem:
     """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed (no target)."""
     _require_module(model)
-    return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True,
-                          need_output=False)
+    return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True)
 
 
 def _gradient_under(rule_map: rules.RuleMap, p: NeuronProblem) -> Any:

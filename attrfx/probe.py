@@ -64,6 +64,16 @@ class LayerInfo(NamedTuple):
     sources: tuple[Source, ...]
 
 
+def transformed() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``vjp``, ``jvp``) is active on this thread.
+
+    Example:
+        >>> transformed(), bool(torch.func.vmap(lambda x: torch.tensor(transformed()))(torch.zeros(1)))
+        (False, True)
+    """
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def resolve_layer(model: Callable, layer: Layer, arg: str = "layer") -> nn.Module:
     """The ``nn.Module`` for ``layer`` (a module, or a dotted name within ``model``).
 
@@ -180,17 +190,46 @@ def forward_with_probe(model: Callable, sites: Sequence[LayerInfo], xs: Sequence
     ``cut``, the model continues from ``h.detach() + δ``, so gradients reach the
     inputs only through ``h`` itself (one backward per side).
 
+    On plain autograd (no ``torch.func`` transform, grad mode on) with no input
+    that requires grad, nothing before the first shift can be differentiated:
+    the pass records no graph until then (parameters that require grad would
+    make it record the whole prefix), and grad mode is restored afterwards. A
+    model that turns grad mode on by itself around a layer gets the ordinary
+    pass instead.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
         >>> x = torch.ones(4, 2)
         >>> sites = inspect_layers(net, [net[1]], (x,), ())
-        >>> acts, out = forward_with_probe(net, sites, (x,), (), [(torch.zeros(4, 3),)])
-        >>> out.shape
-        torch.Size([4, 1])
+        >>> delta = torch.zeros(4, 3, requires_grad=True)
+        >>> acts, out = forward_with_probe(net, sites, (x,), (), [(delta,)])
+        >>> out.shape, out.requires_grad, acts[0][0].requires_grad
+        (torch.Size([4, 1]), True, False)
     """
+    if not transformed() and torch.is_grad_enabled() and not any(x.requires_grad for x in xs):
+        try:
+            return _probed_pass(model, sites, xs, args, deltas, cut, graph_from_probe=True)
+        except _GradModeSet:
+            pass
+    return _probed_pass(model, sites, xs, args, deltas, cut, graph_from_probe=False)
+
+
+class _GradModeSet(BaseException):
+    """Raised when a model turned grad mode on before the first probe, so the pass must record from the start."""
+
+
+def _probed_pass(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
+                 deltas: Sequence[Activation], cut: bool, graph_from_probe: bool) -> tuple[list[Activation], Any]:
+    """:func:`forward_with_probe`; with ``graph_from_probe``, grad mode is off until the first shift."""
     seen: list[list[Tensor]] = [[torch.empty(0)] * len(site.shapes) for site in sites]
+    recording = [not graph_from_probe]
 
     def shift(h: Tensor, targets: list[tuple[int, int]]) -> Tensor:
+        if not recording[0]:
+            if torch.is_grad_enabled():
+                raise _GradModeSet()
+            torch.set_grad_enabled(True)  # until the no_grad block below exits
+            recording[0] = True
         for i, j in targets:
             seen[i][j] = h
         return (h.detach() if cut else h) + sum(deltas[i][j] for i, j in targets)
@@ -200,13 +239,15 @@ def forward_with_probe(model: Callable, sites: Sequence[LayerInfo], xs: Sequence
         for j, source in enumerate(site.sources):
             plan.setdefault(source, []).append((i, j))
     xs = list(xs)
-    edits: dict[tuple[nn.Module, bool], list[tuple[Source, list[tuple[int, int]]]]] = {}
-    for source, targets in plan.items():
-        if source.kind == "input":
-            xs[source.index] = shift(xs[source.index], targets)
-        else:
-            edits.setdefault((source.module, source.kind == "layer-input"), []).append((source, targets))
     with contextlib.ExitStack() as stack:
+        if graph_from_probe:
+            stack.enter_context(torch.no_grad())
+        edits: dict[tuple[nn.Module, bool], list[tuple[Source, list[tuple[int, int]]]]] = {}
+        for source, targets in plan.items():
+            if source.kind == "input":
+                xs[source.index] = shift(xs[source.index], targets)
+            else:
+                edits.setdefault((source.module, source.kind == "layer-input"), []).append((source, targets))
         for (module, pre), module_edits in edits.items():
             stack.enter_context(_hooked(module, pre, _editor(module_edits, shift)))
         output = call_model(model, xs, args)
@@ -272,10 +313,10 @@ def inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], 
     callers check selectors and targets before any heavy work.
 
     With ``empty``, an ``nn.Module`` in eval mode is first run on an empty batch
-    (zero examples): shapes and run counts at almost no cost, for callers that
-    use neither the activations' values nor the output. Any failure of that
-    pass falls back to the usual pass on ``min(2, N)`` examples, which then
-    reports the error.
+    (zero examples): shapes, dtypes, run counts and the output's shape at almost
+    no cost, for callers that use no activation or output *values*. Any failure
+    of that pass falls back to the usual pass on ``min(2, N)`` examples, which
+    then reports the error.
     """
     if empty and isinstance(model, nn.Module) and not any(m.training for m in model.modules()):
         try:

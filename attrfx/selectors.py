@@ -82,25 +82,6 @@ class IndexNeuron:
         return value.reshape(value.shape[0], -1).sum(1) if self.sums else value
 
 
-def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
-    """``∂(Σ_rows n)/∂h``: the cotangent at the layer whose pull-back is ``∂n/∂x`` for every row at once.
-
-    Rows are independent, so one backward pass from the layer gives each example
-    its own gradient. An :class:`IndexNeuron`'s cotangent is built directly (ones
-    at its index); a callable's comes from ``torch.func.vjp``.
-
-    Example:
-        >>> neuron_cotangent(IndexNeuron((slice(None), 1), False), (torch.zeros(2, 3),))[0].tolist()
-        [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
-    """
-    if isinstance(neuron, IndexNeuron):
-        cotangent = torch.zeros_like(hs[0])
-        cotangent[neuron.index] = 1
-        return (cotangent,)
-    value, pull = torch.func.vjp(neuron, hs)
-    return pull(torch.ones_like(value), retain_graph=False)[0]
-
-
 def _as_index(selector: Any, arg: str,
               expected: str = "an int, a tuple of ints and slices, a callable, or a list of these") -> tuple:
     parts = selector if isinstance(selector, tuple) else (selector,)
@@ -184,14 +165,24 @@ def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
 
 
 def check_target(output: Any, target: Target, arg: str = "target") -> None:
-    """Check that ``target`` picks one value per example of ``output`` (a model output for any batch size)."""
+    """Check that ``target`` picks one value per example of ``output`` (a model output for any batch size).
+
+    Only the shape is read, so an output for no examples serves.
+
+    Example:
+        >>> check_target(torch.zeros(0, 3), format_target(2, 0))
+        >>> check_target(torch.zeros(0, 3), format_target(None, 0))
+        Traceback (most recent call last):
+        ...
+        attrfx._errors.AttrfxValueError: `target` must be given (an int, tuple, tensor or list) because the model output has shape (N, 3), more than one value per example; got None.
+    """
     if not isinstance(output, Tensor) or output.dim() == 0:
         got = "a 0-d tensor" if isinstance(output, Tensor) else type(output).__name__
         raise AttrfxValueError(f"the model must return a tensor with an example dimension; got {got}.")
     shape = _batch_shape(output.shape, output.shape[0])
     rest = tuple(output.shape[1:])
     if target.index is None and target.per_example is None:
-        if output[0].numel() != 1:
+        if output.shape[1:].numel() != 1:
             raise bad_value(arg, f"given (an int, tuple, tensor or list) because the model output has shape "
                             f"{shape}, more than one value per example", "None")
         return

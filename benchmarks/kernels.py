@@ -6,9 +6,10 @@
    (``attrfx.gradients.vmap_suits`` chooses; both are timed here by setting
    ``gradients.VMAP_ELEMENTS``). Compared with K Captum calls and the floor
    (one forward pass, K ``autograd.grad`` calls on its graph).
-2. Neuron conductance: attrfx nests two ``torch.func.vjp`` (one per side of
-   the layer); the alternative is plain autograd, two pruned ``autograd.grad``
-   calls over the same cut forward pass. Compared with Captum's
+2. Neuron conductance: attrfx nests two ``gradients.vjp`` (one per side of
+   the layer; plain autograd outside ``torch.func`` transforms); the
+   alternative is two pruned ``autograd.grad`` calls over one cut forward pass
+   of a model called with detached parameters. Compared with Captum's
    ``NeuronConductance`` (trapezoid result × n/(n−1)) and the floor.
 
     python -m benchmarks.kernels [--reps 3] [--threads 2]
@@ -135,7 +136,7 @@ def main(argv=None) -> None:
     print(f"1. K = {args.k} neurons in one call (neuron_gradient): loop vs vmap over cotangents")
     for name in ("mlp", "cnn", "tfm"):
         k_neurons(models.build(name), "early", args.k, args.reps)
-    print("\n2. neuron_conductance kernel: nested torch.func.vjp vs plain autograd (riemann_trapezoid, 50 steps)")
+    print("\n2. neuron_conductance kernel: nested vjp vs two autograd.grad calls (riemann_trapezoid, 50 steps)")
     cnn = models.build("cnn")
     for which in ("early", "late"):
         conductance(cnn, which, 50, args.reps)

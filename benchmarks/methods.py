@@ -122,24 +122,43 @@ def _weighted(g: Tensor, weights: Tensor, n: int) -> Tensor:
     return torch.tensordot(weights, g, dims=1)
 
 
+def _picks(sel) -> tuple[list[Callable[[Tensor], Tensor]], bool]:
+    """One pick per selector (``sel`` may be a list of K selectors), and whether it was a list."""
+    many = isinstance(sel, list)
+    return [_pick(s) for s in (sel if many else [sel])], many
+
+
+def _each(picks, pull: Callable) -> list[Tensor]:
+    """``pull(pick, retain_graph)`` for each neuron, on one graph (freed by the last backward pass)."""
+    return [pull(p, i < len(picks) - 1) for i, p in enumerate(picks)]
+
+
+def _stacked(values: list[Tensor], many: bool) -> Tensor:
+    return torch.stack(values) if many else values[0]
+
+
 def floor_neuron_grad(model, layer, sel, x):
-    pick = _pick(sel)
+    """One forward to the layer, one backward per neuron (``sel`` a list: K neurons, K backward passes)."""
+    picks, many = _picks(sel)
 
     def run():
         xg = x.detach().requires_grad_()
-        return torch.autograd.grad(pick(prefix(model, layer, xg)).sum(), xg)[0]
+        h = prefix(model, layer, xg)
+        return _stacked(_each(picks, lambda p, keep: torch.autograd.grad(p(h).sum(), xg, retain_graph=keep)[0]),
+                        many)
     return run
 
 
 def floor_neuron_path(model, layer, sel, x, n_steps):
-    """Integrated gradients of the neuron: one backward over S·B folded points."""
-    pick = _pick(sel)
+    """Integrated gradients of the neuron: one forward over S·B folded points, one backward per neuron."""
+    picks, many = _picks(sel)
 
     def run():
         alphas, weights = _gauss(n_steps, x)
         pts = _points(x, alphas).requires_grad_()
-        g = torch.autograd.grad(pick(prefix(model, layer, pts)).sum(), pts)[0]
-        return _weighted(g, weights, x.shape[0]) * x
+        h = prefix(model, layer, pts)
+        grads = _each(picks, lambda p, keep: torch.autograd.grad(p(h).sum(), pts, retain_graph=keep)[0])
+        return _stacked([_weighted(g, weights, x.shape[0]) * x for g in grads], many)
     return run
 
 
@@ -158,16 +177,16 @@ def floor_neuron_shap(model, layer, sel, x, dist, n_samples, generator):
 
 
 def floor_neuron_conductance(model, layer, sel, x, target, n_steps):
-    """Forward once with the graph cut at the layer; backward output → layer, then neuron → input."""
-    pick = _pick(sel)
+    """Forward once with the graph cut at the layer; backward output → layer, then neuron → input (per neuron)."""
+    picks, many = _picks(sel)
 
     def run():
         alphas, weights = _trapezoid(n_steps, x)
         pts = _points(x, alphas).requires_grad_()
         h, leaf, out = cut_forward(model, layer, pts)
         (g_h,) = torch.autograd.grad(out[:, target].sum(), leaf)
-        g = torch.autograd.grad(pick(h), pts, grad_outputs=pick(g_h))[0]
-        return _weighted(g, weights, x.shape[0]) * x
+        grads = _each(picks, lambda p, keep: torch.autograd.grad(p(h), pts, grad_outputs=p(g_h), retain_graph=keep)[0])
+        return _stacked([_weighted(g, weights, x.shape[0]) * x for g in grads], many)
     return run
 
 
@@ -350,24 +369,35 @@ def calls(method: str, case: Case, where: str, settings: Settings = Settings(),
     return SPECS[method].build(case, name, case.model.get_submodule(name), case.neurons[where], settings, fz)
 
 
-def k_calls(method: str, case: Case, where: str, selectors: list, settings: Settings = Settings()) -> Calls:
-    """One attrfx call for the list of ``selectors`` vs one Captum call per selector (stacked)."""
+def k_calls(method: str, case: Case, where: str, selectors: list, settings: Settings = Settings(),
+            frozen_model: Optional[nn.Module] = None) -> Calls:
+    """One attrfx call for the list of ``selectors`` vs one Captum call per selector (stacked), and the K floor.
+
+    The K floor is plain autograd with one forward pass (to the layer, or cut at it for conductance) and
+    one backward pass per neuron, on detached parameters: the least work any implementation that runs
+    dense backward passes can do for K neurons.
+    """
     name = case.layers[where]
     m, x, t, n = case.model, case.inputs, case.target, settings.n_steps
     module = m.get_submodule(name)
+    fz = frozen_model if frozen_model is not None else frozen(m)
+    fz_layer = fz.get_submodule(name)
     ca = _captum()
     if method == "neuron_gradient":
         one = lambda s: ca.NeuronGradient(m, module).attribute(x, s)
         many = lambda: attrfx.neuron_gradient(m, name, x, selectors)
+        floor = floor_neuron_grad(fz, fz_layer, selectors, x)
     elif method == "neuron_integrated_gradients":
         one = lambda s: ca.NeuronIntegratedGradients(m, module).attribute(x, s, n_steps=n)
         many = lambda: attrfx.neuron_integrated_gradients(m, name, x, selectors, n_steps=n)
+        floor = floor_neuron_path(fz, fz_layer, selectors, x, n)
     elif method == "neuron_conductance":
         one = lambda s: ca.NeuronConductance(m, module).attribute(x, s, target=t, n_steps=n)
         many = lambda: attrfx.neuron_conductance(m, name, x, selectors, target=t, n_steps=n)
+        floor = floor_neuron_conductance(fz, fz_layer, selectors, x, t, n)
     else:
         raise ValueError(method)
-    return Calls(many, lambda: torch.stack([one(s) for s in selectors]), lambda: None)
+    return Calls(many, lambda: torch.stack([one(s) for s in selectors]), floor)
 
 
 def k_selectors(case: Case, where: str, k: int) -> list:

@@ -3,6 +3,8 @@
     .venv/bin/python -m benchmarks.run            # full run (~15 min on an idle 2-core CPU machine)
     .venv/bin/python -m benchmarks.run --quick    # a smoke run (< 2 min): n_steps=10, 1 repetition, no K / memory
     .venv/bin/python -m benchmarks.run --device cuda
+    .venv/bin/python -m benchmarks.run --only layer_gradcam/cnn/late,neuron_gradient/mlp --sections main,k \
+        --no-memory --out /tmp/bench                # re-measure single rows (keeps benchmarks/RESULTS.md)
 
 Times are medians of interleaved repetitions (attrfx, Captum, floor in
 rotating order) in this one process, after one warm-up call each, with
@@ -11,7 +13,8 @@ fresh subprocess per measurement, after one call on a single example (lazy
 imports and one-time initialisation): the peak resident set size (CPU;
 ``VmHWM`` reset through ``/proc/self/clear_refs``) or the peak of
 ``torch.cuda.max_memory_allocated`` (CUDA), above the level just before the
-call. Writes ``benchmarks/RESULTS.md`` and ``benchmarks/results.json``
+call; on CPU the subprocess runs with ``MALLOC_MMAP_THRESHOLD_=65536``, so
+freed buffers go back to the system and RSS follows live memory. Writes ``benchmarks/RESULTS.md`` and ``benchmarks/results.json``
 (``--quick``: ``RESULTS-quick.md``; CUDA: ``RESULTS-cuda.md``). ``--resume``
 with ``--sections`` re-measures parts of the last run.
 """
@@ -126,7 +129,11 @@ def measure(job: dict) -> Optional[float]:
     """Peak MB of ``job`` in a fresh subprocess (None if it failed)."""
     cmd = [sys.executable, "-m", "benchmarks.run", "--measure", json.dumps(job)]
     proc = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("ATTRFX_BENCH_THREADS", str(THREADS))})
+                          env={**os.environ, "OMP_NUM_THREADS": os.environ.get("ATTRFX_BENCH_THREADS", str(THREADS)),
+                               # a fixed glibc mmap threshold: blocks of 64 KiB and more are mmapped and returned
+                               # when freed, so peak RSS is the call's peak live memory (as on CUDA) rather than
+                               # how much freed heap the allocator happened to keep (±50–100 MB run to run)
+                               "MALLOC_MMAP_THRESHOLD_": "65536"})
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])["mb"]
     except (IndexError, ValueError, KeyError):
@@ -161,11 +168,19 @@ def _chunked_calls(method: str, case, where: str, ibs, settings: M.Settings) -> 
 
 # ---------------------------------------------------------------- sections
 
+def wanted(only: Optional[list[tuple[str, ...]]], method: str, model: str, where: Optional[str] = None) -> bool:
+    """Whether a row passes ``--only`` (``METHOD/MODEL[/WHERE]`` entries; None keeps every row)."""
+    return only is None or any(o[:2] == (method, model) and (len(o) < 3 or where is None or o[2] == where)
+                               for o in only)
+
+
 def main_table(methods: list[str], models: list[str], reps: int, device: str, settings: M.Settings,
-               log, below: Optional[float] = None) -> list[dict]:
+               log, below: Optional[float] = None, only=None) -> list[dict]:
     """Time every (model, method, layer); calls shorter than 0.1 s get more repetitions (up to 30)."""
     rows = []
     for model_name in models:
+        if not any(wanted(only, method, model_name) for method in methods):
+            continue
         case = build(model_name, device)
         fz = M.frozen(case.model)
         for method in methods:
@@ -173,6 +188,8 @@ def main_table(methods: list[str], models: list[str], reps: int, device: str, se
             if model_name not in spec.models:
                 continue
             for where in ("early", "late"):
+                if not wanted(only, method, model_name, where):
+                    continue
                 row = {"model": model_name, "layer": case.layers[where], "where": where, "method": method}
                 try:
                     c = M.calls(method, case, where, settings, fz)
@@ -197,26 +214,41 @@ def main_table(methods: list[str], models: list[str], reps: int, device: str, se
     return rows
 
 
-def k_section(reps: int, device: str, settings: M.Settings, k: int, log) -> list[dict]:
+def k_section(reps: int, device: str, settings: M.Settings, k: int, log, only=None) -> list[dict]:
+    """One attrfx call with K selectors vs K Captum calls vs the K floor (one forward, K backward passes)."""
     rows = []
     every = ("neuron_gradient", "neuron_integrated_gradients", "neuron_conductance")
     plan = [("mlp", "early", every), ("tfm", "early", every), ("cnn", "early", ("neuron_gradient",))]
     for model_name, where, chosen in plan:     # (K path-method Captum calls on the CNN take minutes)
+        chosen = [method for method in chosen if wanted(only, method, model_name, where)]
+        if not chosen:
+            continue
         case = build(model_name, device)
+        fz = M.frozen(case.model)
         sels = M.k_selectors(case, where, k)
         for method in chosen:
             row = {"model": model_name, "layer": case.layers[where], "method": method, "k": k}
             try:
-                c = M.k_calls(method, case, where, sels, settings)
-                row["diff"] = max_diff(c.attrfx(), scale(c.captum(), method, settings))
-                t = timed({"attrfx": c.attrfx, "captum": c.captum}, reps, device, warm=False)  # warmed above
+                c = M.k_calls(method, case, where, sels, settings, fz)
+                a = c.attrfx()
+                row["diff"] = max_diff(a, scale(c.captum(), method, settings))
+                row["floor_check"] = max_diff(a, c.floor())                  # the floor computes the same thing
+                t = timed({"attrfx": c.attrfx, "captum": c.captum, "floor": c.floor}, reps, device, warm=False)
                 row.update({f"t_{k_}": v for k_, v in t.items()})
             except Exception as err:
                 row["error"] = f"{type(err).__name__}: {err}"[:200]
             rows.append(row)
-            log(f"  K={k} {model_name:4} {method:28} attrfx {row.get('t_attrfx', 0):8.3f}s  "
-                f"{k} Captum calls {row.get('t_captum', 0):8.3f}s  diff {row.get('diff')}  {row.get('error', '')}")
+            log(_k_line(row))
     return rows
+
+
+def _k_line(row: dict) -> str:
+    if "error" in row:
+        return f"  K={row['k']} {row['model']:4} {row['method']:28} ERROR {row['error']}"
+    return (f"  K={row['k']} {row['model']:4} {row['method']:28} attrfx {row['t_attrfx']:8.3f}s  "
+            f"{row['k']} Captum calls {row['t_captum']:8.3f}s  floor {row['t_floor']:8.3f}s  "
+            f"speed-up {row['t_captum'] / row['t_attrfx']:5.1f}×  Captum/floor {row['t_captum'] / row['t_floor']:5.1f}×  "
+            f"attrfx/floor {row['t_attrfx'] / row['t_floor']:5.2f}  diff {row['diff']:.1e}")
 
 
 CHUNK_PLAN = [("neuron_conductance", "cnn", "early"), ("layer_conductance", "cnn", "late"),
@@ -224,9 +256,11 @@ CHUNK_PLAN = [("neuron_conductance", "cnn", "early"), ("layer_conductance", "cnn
 CHUNK_SIZES = [None, 200, 80, 40]
 
 
-def chunk_section(device: str, settings: M.Settings, parallel: int, log) -> list[dict]:
+def chunk_section(device: str, settings: M.Settings, parallel: int, log, only=None) -> list[dict]:
     rows, jobs = [], []
     for method, model_name, where in CHUNK_PLAN:
+        if not wanted(only, method, model_name, where):
+            continue
         case = build(model_name, device)
         ref = _chunked_calls(method, case, where, None, settings)["attrfx"]()
         for ibs in CHUNK_SIZES:
@@ -306,6 +340,8 @@ def targets(rows: list[dict], krows: list[dict], crows: list[dict]) -> list[str]
     if kt:
         out.append(f"- K={kt[0]['k']} neurons ≥ 5× faster than K Captum calls: {len(kt) - len(klow)}/{len(kt)} met"
                    + ("" if not klow else "; missed: " + ", ".join(
+                       f"{r['method']} {r['model']} ({r['t_captum'] / r['t_attrfx']:.1f}×; the K floor "
+                       f"{r['t_captum'] / r['t_floor']:.1f}×)" if "t_floor" in r else
                        f"{r['method']} {r['model']} ({r['t_captum'] / r['t_attrfx']:.1f}×)" for r in klow)))
     mem = [r for r in rows if r.get("mem_attrfx") is not None and r.get("mem_captum") is not None]
     mhigh = [r for r in mem if r["mem_attrfx"] > r["mem_captum"] * 1.05 + 2]
@@ -331,7 +367,8 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
          f"batch 8 (MLP, CNN) / 4 sequences of 64 (transformer), {meta['reps']} interleaved repetitions "
          "(up to 30 for calls under 0.1 s; median) after a warm-up",
          "- floor: plain torch autograd doing only the passes the method needs (see `benchmarks/methods.py`)",
-         "- memory: peak RSS above the level just before the call, in a fresh subprocess per number (MB)",
+         "- memory: peak RSS above the level just before the call, in a fresh subprocess per number, with "
+         "`MALLOC_MMAP_THRESHOLD_=65536` so that RSS follows live memory (MB)",
          "- diff: max |attrfx − Captum| (Captum × n/(n−1) for riemann_trapezoid); `scale` is max |Captum|;"
          " GradientSHAP samples differ by design (–)", ""]
     if skipped:
@@ -352,13 +389,20 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
                  f"{_fmt(r.get('mem_captum'), '{:.0f}')} | {_fmt(r.get('mem_floor'), '{:.0f}')} |")
     if krows:
         L += ["", f"## Many neurons: one attrfx call with a list of K selectors vs K Captum calls", "",
-              "| model | layer | method | K | attrfx s | K Captum calls s | speed-up | diff |", "|---|---|---|---|---|---|---|---|"]
+              "The K floor: plain autograd, one forward pass and one backward pass per neuron, parameters detached; "
+              "Captum/floor is the most any implementation running dense backward passes can gain over K Captum calls.",
+              "",
+              "| model | layer | method | K | attrfx s | K Captum calls s | K floor s | speed-up | Captum/floor |"
+              " attrfx/floor | diff |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in krows:
             if "error" in r:
-                L.append(f"| {r['model']} | {r['layer']} | {r['method']} | {r['k']} | error: {r['error']} |||| ")
+                L.append(f"| {r['model']} | {r['layer']} | {r['method']} | {r['k']} | error: {r['error']} |||||||")
                 continue
+            floor = r.get("t_floor")
             L.append(f"| {r['model']} | `{r['layer']}` | {r['method']} | {r['k']} | {r['t_attrfx']:.3f} | "
-                     f"{r['t_captum']:.3f} | {r['t_captum'] / r['t_attrfx']:.1f}× | {r['diff']:.1e} |")
+                     f"{r['t_captum']:.3f} | {_fmt(floor, '{:.3f}')} | {r['t_captum'] / r['t_attrfx']:.1f}× | "
+                     f"{_fmt(floor and r['t_captum'] / floor, '{:.1f}×')} | "
+                     f"{_fmt(floor and r['t_attrfx'] / floor)} | {r['diff']:.1e} |")
     if crows:
         L += ["", "## internal_batch_size: peak memory (MB) and the result", "",
               "| method | model | layer | internal_batch_size | mem attrfx | mem Captum | max diff vs unchunked |",
@@ -388,6 +432,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sections", default="main,k,memory,chunk", help="comma-separated: main,k,memory,chunk")
     ap.add_argument("--below", type=float, default=None,
                     help="main table: only rows whose floor (last run, or warm-up) is below this many ms")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated METHOD/MODEL[/WHERE] rows (e.g. layer_gradcam/cnn/late): only these, in "
+                         "every section chosen; pair with --out elsewhere to keep the full report")
     ap.add_argument("--out", default=str(HERE), help="folder for RESULTS.md and results.json")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -408,6 +455,7 @@ def main(argv=None) -> None:
     if args.methods:
         benchmarked = [m for m in benchmarked if m in args.methods.split(",")]
     models = args.models.split(",")
+    only = [tuple(o.split("/")) for o in args.only.split(",")] if args.only else None
     parallel = 1 if device.startswith("cuda") else 2
     start = time.time()
     log = lambda s: print(s, flush=True)
@@ -443,7 +491,7 @@ def main(argv=None) -> None:
         log(f"kept {len(rows)} rows from results{suffix}.json")
     if "main" in sections:
         log(f"main table: {len(benchmarked)} methods, models {models}, {reps} reps, {threads} threads")
-        fresh = main_table(benchmarked, models, reps, device, settings, log, args.below)
+        fresh = main_table(benchmarked, models, reps, device, settings, log, args.below, only)
         key = lambda r: (r["model"], r["where"], r["method"])
         old = {key(r): r for r in rows}
         for r in fresh:      # memory numbers of re-timed rows are kept
@@ -456,7 +504,9 @@ def main(argv=None) -> None:
         save(rows, krows, crows, False)
     if "k" in sections:
         log(f"many neurons (K={args.k})")
-        krows = k_section(2, device, settings, args.k, log)
+        fresh = k_section(2, device, settings, args.k, log, only)
+        kept = {(r["model"], r["method"]) for r in fresh}
+        krows = [r for r in krows if (r["model"], r["method"]) not in kept] + fresh
         save(rows, krows, crows, False)
     if "memory" in sections:
         log("memory (one subprocess per number)")
@@ -464,7 +514,7 @@ def main(argv=None) -> None:
         save(rows, krows, crows, False)
     if "chunk" in sections:
         log("internal_batch_size")
-        crows = chunk_section(device, settings, parallel, log)
+        crows = chunk_section(device, settings, parallel, log, only)
     log("\n".join(save(rows, krows, crows, True)))
     log(f"done in {round(time.time() - start, 1)} s; wrote {out / f'RESULTS{suffix}.md'}")
 
