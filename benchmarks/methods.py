@@ -237,11 +237,14 @@ def _captum():
     return ca
 
 
-def _neuron_gradient(case, name, module, sel, s, fz):
-    m, x = case.model, case.inputs
-    return Calls(lambda: attrfx.neuron_gradient(m, name, x, sel),
-                 lambda: _captum().NeuronGradient(m, module).attribute(x, sel),
-                 floor_neuron_grad(fz, fz.get_submodule(name), sel, x))
+def _one_gradient(method: str, captum_class: str) -> Callable:
+    """A method that costs one gradient of the neuron (its floor): ``attrfx.<method>`` vs ``captum.attr.<class>``."""
+    def build(case, name, module, sel, s, fz):
+        m, x = case.model, case.inputs
+        return Calls(lambda: getattr(attrfx, method)(m, name, x, sel),
+                     lambda: getattr(_captum(), captum_class)(m, module).attribute(x, sel),
+                     floor_neuron_grad(fz, fz.get_submodule(name), sel, x))
+    return build
 
 
 def _neuron_ig(case, name, module, sel, s, fz):
@@ -288,20 +291,6 @@ def _neuron_deeplift_shap(case, name, module, sel, s, fz):
                  floor_neuron_grad(fz, fz.get_submodule(name), sel, rows))
 
 
-def _neuron_guided_backprop(case, name, module, sel, s, fz):
-    m, x = case.model, case.inputs
-    return Calls(lambda: attrfx.neuron_guided_backprop(m, name, x, sel),
-                 lambda: _captum().NeuronGuidedBackprop(m, module).attribute(x, sel),
-                 floor_neuron_grad(fz, fz.get_submodule(name), sel, x))
-
-
-def _neuron_deconvolution(case, name, module, sel, s, fz):
-    m, x = case.model, case.inputs
-    return Calls(lambda: attrfx.neuron_deconvolution(m, name, x, sel),
-                 lambda: _captum().NeuronDeconvolution(m, module).attribute(x, sel),
-                 floor_neuron_grad(fz, fz.get_submodule(name), sel, x))
-
-
 def _neuron_feature_ablation(case, name, module, sel, s, fz):
     m, x, mask, ppe = case.model, case.inputs, case.feature_mask, s.perturbations_per_eval
     return Calls(lambda: attrfx.neuron_feature_ablation(m, name, x, sel, feature_mask=mask,
@@ -340,14 +329,16 @@ ALL = ("mlp", "cnn", "tfm")
 RULE_MODELS = ("mlp", "cnn")        # rule-based and ablation methods: as in PERF-NOTES
 
 SPECS: dict[str, Spec] = {
-    "neuron_gradient": Spec("neuron", ALL, "exact", _neuron_gradient),
+    "neuron_gradient": Spec("neuron", ALL, "exact", _one_gradient("neuron_gradient", "NeuronGradient")),
     "neuron_integrated_gradients": Spec("neuron", ALL, "exact", _neuron_ig),
     "neuron_conductance": Spec("neuron", ALL, "trapezoid", _neuron_conductance),
     "neuron_gradient_shap": Spec("neuron", ALL, "sampling", _neuron_gradient_shap),
     "neuron_deeplift": Spec("neuron", RULE_MODELS, "exact", _neuron_deeplift),
     "neuron_deeplift_shap": Spec("neuron", RULE_MODELS, "exact", _neuron_deeplift_shap),
-    "neuron_guided_backprop": Spec("neuron", RULE_MODELS, "exact", _neuron_guided_backprop),
-    "neuron_deconvolution": Spec("neuron", RULE_MODELS, "exact", _neuron_deconvolution),
+    "neuron_guided_backprop": Spec("neuron", RULE_MODELS, "exact",
+                                   _one_gradient("neuron_guided_backprop", "NeuronGuidedBackprop")),
+    "neuron_deconvolution": Spec("neuron", RULE_MODELS, "exact",
+                                 _one_gradient("neuron_deconvolution", "NeuronDeconvolution")),
     "neuron_feature_ablation": Spec("neuron", RULE_MODELS, "exact", _neuron_feature_ablation),
     "layer_conductance": Spec("layer", ALL, "exact", _layer_conductance),
     "layer_gradient_x_activation": Spec("layer", ALL, "exact", _layer_gradient_x_activation),

@@ -464,6 +464,7 @@ def main(argv=None) -> None:
 
     import captum
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     suffix = ("" if device == "cpu" else "-" + device.replace(":", "")) + ("-quick" if args.quick else "")
 
     def save(rows, krows, crows, done: bool) -> list[str]:
