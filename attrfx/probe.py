@@ -114,7 +114,7 @@ def call_model(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
     the copies onto the module for the forward pass, so those passes take a
     lock: threads sharing a model in training mode never see each other's copies.
     """
-    if isinstance(model, nn.Module) and any(m.training for m in model.modules()):
+    if isinstance(model, nn.Module) and in_training(model):
         copies = {name: b.clone() for name, b in model.named_buffers()}
         if copies:
             with _SWAP_LOCK:
@@ -123,6 +123,23 @@ def call_model(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
 
 
 _SWAP_LOCK = threading.RLock()
+
+
+def in_training(model: nn.Module) -> bool:
+    """Whether ``model`` or any submodule is in training mode (a walk without ``modules()``'s bookkeeping).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).eval()
+        >>> in_training(net), in_training(net[1].train())
+        (False, True)
+    """
+    stack = [model]
+    while stack:
+        module = stack.pop()
+        if module.training:
+            return True
+        stack.extend(child for child in module._modules.values() if child is not None)
+    return False
 
 
 class _LayerReached(BaseException):
@@ -314,13 +331,14 @@ def inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], 
 
     With ``empty``, an ``nn.Module`` in eval mode is first run on an empty batch
     (zero examples): shapes, dtypes, run counts and the output's shape at almost
-    no cost, for callers that use no activation or output *values*. Any failure
+    no cost (no graph is recorded), for callers that use no activation or output *values*. Any failure
     of that pass falls back to the usual pass on ``min(2, N)`` examples, which
     then reports the error.
     """
-    if empty and isinstance(model, nn.Module) and not any(m.training for m in model.modules()):
+    if empty and isinstance(model, nn.Module) and not in_training(model):
         try:
-            return _inspect(model, layers, xs, args, at_input, 0)
+            with torch.no_grad():
+                return _inspect(model, layers, xs, args, at_input, 0)
         except Exception:  # e.g. a model that cannot run on no examples: take real ones
             pass
     return _inspect(model, layers, xs, args, at_input, min(2, xs[0].shape[0]))
