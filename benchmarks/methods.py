@@ -11,7 +11,10 @@ returns three zero-argument callables that compute the same attribution:
   activation at the layer is a detached leaf, a backward from the output to
   that leaf, and (for neuron conductance) a backward from the neuron to the
   inputs. It runs on a copy of the model whose parameters do not require
-  gradients, so no graph is recorded for them.
+  gradients, so no graph is recorded for them. For DeepLift / DeepLiftSHAP the
+  floor's ReLUs apply the rescale rule in its least form: the ratio ``Δy/Δx``
+  once in the forward pass, one multiply in the backward pass
+  (:class:`_FloorRescale`).
 
 Methods are looked up by name in ``attrfx.__all__``: a method added to attrfx
 is benchmarked as soon as it has an entry in :data:`SPECS`.
@@ -149,6 +152,41 @@ def floor_neuron_grad(model, layer, sel, x):
     return run
 
 
+class _FloorRescale(torch.autograd.Function):
+    """DeepLift's rescale at a ReLU on ``[inputs; references]`` rows, in its least form.
+
+    Forward: ``y`` itself, and the ratio ``Δy/Δx`` of the two halves (0 where
+    ``|Δx| < 1e-10``; attrfx routes the ordinary gradient there, which costs a
+    select more). Backward: ``g·ratio`` for both halves.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y):
+        (x_in, x_ref), (y_in, y_ref) = x.chunk(2), y.chunk(2)
+        dx = x_in - x_ref
+        ctx.ratio = torch.where(dx.abs() < 1e-10, 0, (y_in - y_ref) / dx)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g.unflatten(0, (2, -1)) * ctx.ratio).flatten(0, 1), None
+
+
+def floor_neuron_rescaled(model, layer, sel, rows):
+    """:func:`floor_neuron_grad` on ``[inputs; references]`` rows with every ReLU under :class:`_FloorRescale`."""
+    grad = floor_neuron_grad(model, layer, sel, rows)
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+
+    def run():
+        handles = [m.register_forward_hook(lambda mod, inp, out: _FloorRescale.apply(inp[0], out)) for m in relus]
+        try:
+            return grad()
+        finally:
+            for handle in handles:
+                handle.remove()
+    return run
+
+
 def floor_neuron_path(model, layer, sel, x, n_steps):
     """Integrated gradients of the neuron: one forward over S·B folded points, one backward per neuron."""
     picks, many = _picks(sel)
@@ -280,7 +318,7 @@ def _neuron_deeplift(case, name, module, sel, s, fz):
     both = torch.cat([x, torch.zeros_like(x)])
     return Calls(lambda: attrfx.neuron_deeplift(m, name, x, sel),
                  lambda: _captum().NeuronDeepLift(m, module).attribute(x, sel),
-                 floor_neuron_grad(fz, fz.get_submodule(name), sel, both))
+                 floor_neuron_rescaled(fz, fz.get_submodule(name), sel, both))
 
 
 def _neuron_deeplift_shap(case, name, module, sel, s, fz):
@@ -288,7 +326,7 @@ def _neuron_deeplift_shap(case, name, module, sel, s, fz):
     rows = torch.cat([x.repeat_interleave(dist.shape[0], 0), dist.repeat((x.shape[0],) + (1,) * (x.dim() - 1))])
     return Calls(lambda: attrfx.neuron_deeplift_shap(m, name, x, sel, dist),
                  lambda: _captum().NeuronDeepLiftShap(m, module).attribute(x, sel, dist),
-                 floor_neuron_grad(fz, fz.get_submodule(name), sel, rows))
+                 floor_neuron_rescaled(fz, fz.get_submodule(name), sel, rows))
 
 
 def _neuron_feature_ablation(case, name, module, sel, s, fz):

@@ -38,13 +38,30 @@ def test_rules_work_under_torch_func_transforms():
                                                   .sum())(both))
 
 
-def test_epsilon_fallback_keeps_the_ordinary_gradient():
+def _plain_grad(fn):
+    """``torch.func.grad``'s contract on plain autograd (no transform active)."""
+    def grad(t):
+        leaf = t.detach().requires_grad_()
+        return torch.autograd.grad(fn(leaf), leaf)[0]
+    return grad
+
+
+@pytest.mark.parametrize("grad", [torch.func.grad, _plain_grad], ids=["torch.func", "autograd"])
+def test_epsilon_fallback_keeps_the_ordinary_gradient(grad):
     both = torch.tensor([0.7, -0.3, 0.7, 0.5], dtype=torch.float64)       # Δx = 0 for the first unit
     for module, f in [(nn.Sigmoid(), torch.sigmoid), (nn.ELU(), nn.functional.elu)]:
-        g = torch.func.grad(lambda t: rules.rescale(module, t, f(t)).sum())(both)
-        ordinary = torch.func.grad(lambda t: f(t).sum())(both)
+        g = grad(lambda t: rules.rescale(module, t, f(t)).sum())(both)
+        ordinary = grad(lambda t: f(t).sum())(both)
         torch.testing.assert_close(g[0], ordinary[0])
         torch.testing.assert_close(g[1], (f(both[1:2]) - f(both[3:4]))[0] / (both[1] - both[3]))
+
+
+@pytest.mark.parametrize("grad", [torch.func.grad, _plain_grad], ids=["torch.func", "autograd"])
+def test_rescale_without_small_differences_is_the_ratio(grad):
+    both = torch.tensor([0.7, -0.3, 0.2, 0.5], dtype=torch.float64)       # every |Δx| ≥ eps
+    g = grad(lambda t: rules.rescale(nn.Tanh(), t, torch.tanh(t)).sum())(both)
+    ratio = (torch.tanh(both[:2]) - torch.tanh(both[2:])) / (both[:2] - both[2:])
+    torch.testing.assert_close(g, torch.cat([ratio, ratio]))
 
 
 @pytest.mark.parametrize("method", ALL, ids=NAMES)
