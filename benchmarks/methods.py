@@ -11,10 +11,10 @@ returns three zero-argument callables that compute the same attribution:
   activation at the layer is a detached leaf, a backward from the output to
   that leaf, and (for neuron conductance) a backward from the neuron to the
   inputs. It runs on a copy of the model whose parameters do not require
-  gradients, so no graph is recorded for them. For DeepLift / DeepLiftSHAP the
-  floor's ReLUs apply the rescale rule in its least form: the ratio ``Δy/Δx``
-  once in the forward pass, one multiply in the backward pass
-  (:class:`_FloorRescale`).
+  gradients, so no graph is recorded for them. For the rule-based methods
+  (DeepLift, DeepLiftSHAP, guided backpropagation, deconvolution) the floor's
+  ReLUs apply the method's rule in its least form (:data:`FLOOR_RULES`), so the
+  floor computes the method's result.
 
 Methods are looked up by name in ``attrfx.__all__``: a method added to attrfx
 is benchmarked as soon as it has an entry in :data:`SPECS`.
@@ -172,13 +172,36 @@ class _FloorRescale(torch.autograd.Function):
         return (g.unflatten(0, (2, -1)) * ctx.ratio).flatten(0, 1), None
 
 
-def floor_neuron_rescaled(model, layer, sel, rows):
-    """:func:`floor_neuron_grad` on ``[inputs; references]`` rows with every ReLU under :class:`_FloorRescale`."""
-    grad = floor_neuron_grad(model, layer, sel, rows)
+class _FloorDeconv(torch.autograd.Function):
+    """Deconvolution's ReLU: ``y`` itself forward, ``relu(g)`` straight to the input backward."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clamp(min=0), None
+
+
+def _floor_guided(x: Tensor, y: Tensor) -> Tensor:
+    """Guided backpropagation's ReLU: a view of ``y`` whose incoming gradient is clamped at 0."""
+    out = y.view_as(y)
+    out.register_hook(lambda g: g.clamp(min=0))
+    return out
+
+
+FLOOR_RULES = {"guided": _floor_guided, "deconv": _FloorDeconv.apply, "rescale": _FloorRescale.apply}
+"""The rule-based methods' ReLU rules for the floor, ``(x, y) -> y'``: the rule's own work, nothing else."""
+
+
+def floor_neuron_ruled(model, layer, sel, rows, rule: str):
+    """:func:`floor_neuron_grad` on ``rows`` with every ReLU under ``FLOOR_RULES[rule]``."""
+    grad, fn = floor_neuron_grad(model, layer, sel, rows), FLOOR_RULES[rule]
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
 
     def run():
-        handles = [m.register_forward_hook(lambda mod, inp, out: _FloorRescale.apply(inp[0], out)) for m in relus]
+        handles = [m.register_forward_hook(lambda mod, inp, out: fn(inp[0], out)) for m in relus]
         try:
             return grad()
         finally:
@@ -275,13 +298,14 @@ def _captum():
     return ca
 
 
-def _one_gradient(method: str, captum_class: str) -> Callable:
-    """A method that costs one gradient of the neuron (its floor): ``attrfx.<method>`` vs ``captum.attr.<class>``."""
+def _one_gradient(method: str, captum_class: str, rule: Optional[str] = None) -> Callable:
+    """A method that costs one gradient of the neuron (its floor; with ``rule``, under that ReLU rule):
+    ``attrfx.<method>`` vs ``captum.attr.<class>``."""
     def build(case, name, module, sel, s, fz):
-        m, x = case.model, case.inputs
+        m, x, at = case.model, case.inputs, fz.get_submodule(name)
         return Calls(lambda: getattr(attrfx, method)(m, name, x, sel),
                      lambda: getattr(_captum(), captum_class)(m, module).attribute(x, sel),
-                     floor_neuron_grad(fz, fz.get_submodule(name), sel, x))
+                     floor_neuron_ruled(fz, at, sel, x, rule) if rule else floor_neuron_grad(fz, at, sel, x))
     return build
 
 
@@ -318,7 +342,7 @@ def _neuron_deeplift(case, name, module, sel, s, fz):
     both = torch.cat([x, torch.zeros_like(x)])
     return Calls(lambda: attrfx.neuron_deeplift(m, name, x, sel),
                  lambda: _captum().NeuronDeepLift(m, module).attribute(x, sel),
-                 floor_neuron_rescaled(fz, fz.get_submodule(name), sel, both))
+                 floor_neuron_ruled(fz, fz.get_submodule(name), sel, both, "rescale"))
 
 
 def _neuron_deeplift_shap(case, name, module, sel, s, fz):
@@ -326,7 +350,7 @@ def _neuron_deeplift_shap(case, name, module, sel, s, fz):
     rows = torch.cat([x.repeat_interleave(dist.shape[0], 0), dist.repeat((x.shape[0],) + (1,) * (x.dim() - 1))])
     return Calls(lambda: attrfx.neuron_deeplift_shap(m, name, x, sel, dist),
                  lambda: _captum().NeuronDeepLiftShap(m, module).attribute(x, sel, dist),
-                 floor_neuron_rescaled(fz, fz.get_submodule(name), sel, rows))
+                 floor_neuron_ruled(fz, fz.get_submodule(name), sel, rows, "rescale"))
 
 
 def _neuron_feature_ablation(case, name, module, sel, s, fz):
@@ -374,9 +398,9 @@ SPECS: dict[str, Spec] = {
     "neuron_deeplift": Spec("neuron", RULE_MODELS, "exact", _neuron_deeplift),
     "neuron_deeplift_shap": Spec("neuron", RULE_MODELS, "exact", _neuron_deeplift_shap),
     "neuron_guided_backprop": Spec("neuron", RULE_MODELS, "exact",
-                                   _one_gradient("neuron_guided_backprop", "NeuronGuidedBackprop")),
+                                   _one_gradient("neuron_guided_backprop", "NeuronGuidedBackprop", "guided")),
     "neuron_deconvolution": Spec("neuron", RULE_MODELS, "exact",
-                                 _one_gradient("neuron_deconvolution", "NeuronDeconvolution")),
+                                 _one_gradient("neuron_deconvolution", "NeuronDeconvolution", "deconv")),
     "neuron_feature_ablation": Spec("neuron", RULE_MODELS, "exact", _neuron_feature_ablation),
     "layer_conductance": Spec("layer", ALL, "exact", _layer_conductance),
     "layer_gradient_x_activation": Spec("layer", ALL, "exact", _layer_gradient_x_activation),
