@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .probe import Activation, LayerInfo, forward_to_layer, forward_with_probe, transformed, zero_deltas
+from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_probe,
+                    transformed, zero_deltas)
 from .selectors import IndexNeuron, Neuron, Target, select_target
 
 
@@ -192,6 +193,23 @@ def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Se
     """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
     hs, pull = vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
     return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs)), stack_values(neurons, hs)
+
+
+def first_neuron_input_grads(model: Callable, layer: nn.Module,
+                             learn: Callable[[list[Activation], bool], Sequence[Neuron]], xs: Sequence[Tensor],
+                             args: tuple) -> tuple[Tensor, ...]:
+    """:func:`neuron_input_grads` for neurons not yet known: ``learn(runs, counted)`` gives them from this pass.
+
+    The pass is :func:`~attrfx.probe.forward_counting_runs` (the layer's runs are
+    counted on an empty batch after it), so the layer's checks need no pass of their own.
+    """
+    def forward(*points):
+        runs, counted = forward_counting_runs(model, layer, points, args)
+        return (runs[0] if runs else ()), (runs, counted)
+
+    hs, pull, (runs, counted) = vjp(forward, *xs, has_aux=True)
+    neurons = learn(runs, counted)
+    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
 
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,

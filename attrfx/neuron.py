@@ -7,7 +7,8 @@ when ``selector`` is a list of K selectors, all computed in one call).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import functools
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,15 +18,40 @@ from ._progress import Progress
 from ._errors import bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, Convergence, adaptive_integrate, check_auto, is_auto,
                        rows_of, rows_on_path, warn_unconverged)
-from .gradients import (conductance_grads, conductance_grads_and_values, neuron_input_grads,
-                        neuron_input_grads_and_values, neuron_values)
+from .gradients import (conductance_grads, conductance_grads_and_values, first_neuron_input_grads,
+                        neuron_input_grads, neuron_input_grads_and_values, neuron_values)
 from .inputs import (Inputs, as_tuple, fold, format_args, format_baselines, format_distribution, repeat_args,
                      require_float, restore)
 from .noise import gaussian_noise, make_generator, sample_baselines, uniform
 from .paths import integrate_path, steps_per_chunk
-from .probe import LayerInfo, inspect, resolve_layer
+from .probe import Activation, LayerInfo, in_training, inspect, resolve_layer, site_info, transformed
 from .quadrature import get_rule
 from .selectors import Neuron, check_target, format_target, neuron_selectors
+
+
+class NeuronSite:
+    """The layer's probe site and the selected neurons, learned once per call.
+
+    From the inspection pass before any work, or — *deferred* — from the first
+    forward pass that reaches the layer (:meth:`learn`), which also counts the
+    layer's runs (:func:`~attrfx.probe.forward_counting_runs`) and so spares the
+    inspection pass.
+    """
+
+    def __init__(self, info: Optional[LayerInfo] = None, neurons: Optional[list[Neuron]] = None,
+                 selector: Any = None, batch_total_ok: bool = False):
+        self.info, self.neurons = info, neurons
+        self.selector, self.batch_total_ok = selector, batch_total_ok
+
+    def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool) -> list[Neuron]:
+        """The neurons, from the layer's outputs ``runs`` in one pass (``counted``: all its runs are there)."""
+        if counted:
+            info = site_info(p.model, p.layer, runs, runs[0][0].shape[0] if runs else 0)
+        else:  # the model could not finish the pass on an empty batch: count with the inspection pass
+            (info,) = inspect(p.model, [p.layer], p.xs, p.args, empty=True).sites
+        self.info = info
+        self.neurons = neuron_selectors(self.selector, info, batch_total_ok=self.batch_total_ok)[0]
+        return self.neurons
 
 
 class NeuronProblem(NamedTuple):
@@ -36,8 +62,7 @@ class NeuronProblem(NamedTuple):
     xs: tuple[Tensor, ...]
     was_tuple: bool
     args: tuple
-    info: LayerInfo
-    neurons: list[Neuron]
+    site: NeuronSite
     is_list: bool
     at_input: bool
     probe_output: Any = None  # the model output of the inspection pass (maybe empty), to check targets' shape
@@ -46,10 +71,22 @@ class NeuronProblem(NamedTuple):
     def n_examples(self) -> int:
         return self.xs[0].shape[0]
 
+    @property
+    def info(self) -> LayerInfo:
+        return self.site.info
+
+    @property
+    def neurons(self) -> list[Neuron]:
+        return self.site.neurons
+
     def input_grads(self, points: tuple[Tensor, ...], times: int = 1) -> tuple[Tensor, ...]:
-        """``∂n_k/∂x`` at ``points``, which stack ``times`` copies of the batch."""
-        return neuron_input_grads(self.model, self.layer, self.neurons, points,
-                                  repeat_args(self.args, self.n_examples, times), at_input=self.at_input)
+        """``∂n_k/∂x`` at ``points``, which stack ``times`` copies of the batch (the first call of a deferred
+        site learns the neurons from its pass)."""
+        args = repeat_args(self.args, self.n_examples, times)
+        if self.neurons is None:
+            return first_neuron_input_grads(self.model, self.layer, functools.partial(self.site.learn, self),
+                                            points, args)
+        return neuron_input_grads(self.model, self.layer, self.neurons, points, args, at_input=self.at_input)
 
     def result(self, values: tuple[Tensor, ...]) -> Inputs:
         """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
@@ -57,27 +94,37 @@ class NeuronProblem(NamedTuple):
 
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
-                   at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False) -> NeuronProblem:
-    """Validate and set up a neuron attribution (one small inspection pass of the model).
+                   at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False,
+                   deferrable: bool = False) -> NeuronProblem:
+    """Validate and set up a neuron attribution (one small inspection pass of the model, or none).
 
     ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation);
     ``batch_total_ok`` lets a callable selector return one value for the whole batch
     (methods that need only the neuron's gradient, as in Captum). The inspection pass runs on an
     empty batch (layer shape, run count, and the output's shape for a target check cost next to
     nothing) unless a selector is a callable: that one is checked on real activations.
+    ``deferrable`` (methods whose work is :meth:`NeuronProblem.input_grads` and nothing else stateful
+    before it) skips the inspection pass where the first real pass can do its checks: plain autograd,
+    an ``nn.Module`` in eval mode, the layer's output, index selectors.
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
         require_float(xs)
     args = format_args(additional_forward_args)
     module = resolve_layer(model, layer)
-    callables = any(callable(s) for s in (selector if isinstance(selector, list) else [selector]))
+    selectors = selector if isinstance(selector, list) else [selector]
+    callables = any(callable(s) for s in selectors)
+    if (deferrable and not callables and not at_input and selectors and isinstance(model, nn.Module)
+            and not transformed() and not in_training(model)):
+        site = NeuronSite(selector=selector, batch_total_ok=batch_total_ok)
+        return NeuronProblem(model, module, xs, was_tuple, args, site, isinstance(selector, list), False)
     seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)
     (info,) = seen.sites
     neurons, is_list = neuron_selectors(selector, info, batch_total_ok=batch_total_ok)
     for neuron in neurons if seen.activations[0][0].shape[0] else []:  # (an empty pass has no callables)
         neuron(seen.activations[0])  # a callable selector shows its shape errors here, on the user's batch
-    return NeuronProblem(model, module, xs, was_tuple, args, info, neurons, is_list, bool(at_input), seen.output)
+    return NeuronProblem(model, module, xs, was_tuple, args, NeuronSite(info, neurons), is_list, bool(at_input),
+                         seen.output)
 
 
 def _times_inputs(values: tuple[Tensor, ...], xs, bs, multiply_by_inputs: bool) -> tuple[Tensor, ...]:
@@ -113,7 +160,7 @@ def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=N
         Simonyan et al., "Deep Inside Convolutional Networks", 2013.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
+                       batch_total_ok=True, deferrable=True)
     return p.result(p.input_grads(p.xs))
 
 
@@ -154,7 +201,7 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
         Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
+                       batch_total_ok=True, deferrable=not is_auto(n_steps))
     bs = format_baselines(baselines, p.xs)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,

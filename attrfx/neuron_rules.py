@@ -33,10 +33,11 @@ def _require_module(model: Any) -> None:
 
 
 def _rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional_forward_args: Any,
-                  at_input: bool) -> NeuronProblem:
+                  at_input: bool, deferrable: bool = False) -> NeuronProblem:
     """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed (no target)."""
     _require_module(model)
-    return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True)
+    return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True,
+                          deferrable=deferrable)
 
 
 def _gradient_under(rule_map: rules.RuleMap, p: NeuronProblem) -> Any:
@@ -203,7 +204,8 @@ def neuron_guided_backprop(model, layer, inputs, selector, *, additional_forward
     References:
         Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
     """
-    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                      deferrable=True)
     return _gradient_under(rules.GUIDED_BACKPROP, p)
 
 
@@ -229,5 +231,6 @@ def neuron_deconvolution(model, layer, inputs, selector, *, additional_forward_a
     References:
         Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014.
     """
-    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                      deferrable=True)
     return _gradient_under(rules.DECONVOLUTION, p)

@@ -197,6 +197,48 @@ def forward_to_layer(model: Callable, layer: nn.Module, xs: Sequence[Tensor], ar
     raise AttrfxValueError("the layer did not run during the forward pass.")
 
 
+def forward_counting_runs(model: Callable, layer: nn.Module, xs: Sequence[Tensor],
+                          args: tuple = ()) -> tuple[list[Activation], bool]:
+    """``(runs, counted)``: the layer's output on each of its runs in one forward pass.
+
+    ``runs[0]`` is the output on ``xs`` (with its graph). After that first run
+    the model goes on with an *empty batch* in place of the output, recording
+    no graph, so the remaining runs are counted at the cost of the rest of the
+    pass on no examples instead of a separate inspection pass. ``counted`` is
+    False when the rest of the model cannot run that way (e.g. it adds the
+    output to a tensor made before the layer): count with :func:`inspect` then.
+    Errors of the model before the layer are raised.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> runs, counted = forward_counting_runs(net, net[0], (torch.ones(4, 2),))
+        >>> [tuple(hs[0].shape) for hs in runs], counted
+        ([(4, 3)], True)
+    """
+    runs: list[Activation] = []
+    grad_mode = torch.is_grad_enabled()
+
+    def take(value: Any) -> Any:
+        hs, kind = _as_tensors(value, "output")
+        runs.append(hs)
+        if len(runs) > 1:
+            return None
+        torch.set_grad_enabled(False)  # the rest of the pass; restored below
+        empty = [h.detach()[:0] for h in hs]
+        return empty[0] if kind is Tensor else kind(empty)
+
+    try:
+        with _hooked(layer, False, take):
+            call_model(model, xs, args)
+    except Exception:
+        if not runs:
+            raise
+        return runs, False
+    finally:
+        torch.set_grad_enabled(grad_mode)
+    return runs, True
+
+
 def forward_with_probe(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
                        deltas: Sequence[Activation], *, cut: bool = False) -> tuple[list[Activation], Any]:
     """Run the model with each site's activation ``h`` replaced by ``h + δ``.
@@ -363,23 +405,33 @@ def _inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor],
             stack.enter_context(_hooked(layer, at_input, record(i)))
         output = call_model(model, small, take_examples(args, xs[0].shape[0], slice(0, n)))
 
-    infos = []
-    for layer, seen in zip(layers, calls):
-        name = layer_name(model, layer)
-        if len(seen) != 1:
-            what = "did not run" if not seen else f"ran {len(seen)} times"
-            raise bad_value("layer", "a module that runs exactly once per forward pass",
-                            f"layer {name}, which {what} in one forward pass")
-        hs = seen[0]
-        for h in hs:
-            if h.dim() == 0 or h.shape[0] != n:
-                raise bad_value("layer", "a layer whose activation has the example dimension first",
-                                f"layer {name} with activation shape {tuple(h.shape)} for {n} example(s)")
-        sources = tuple(makers.source(h, layer, j) if at_input else Source("output", layer, 0, j)
-                        for j, h in enumerate(hs))
-        infos.append(LayerInfo(layer, name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
-                               len(hs) > 1, sources))
+    infos = [site_info(model, layer, seen, n, tuple(makers.source(h, layer, j) for j, h in enumerate(seen[0]))
+                       if at_input and seen else None)
+             for layer, seen in zip(layers, calls)]
     return Inspection(infos, [seen[0] for seen in calls], output)
+
+
+def site_info(model: Callable, layer: nn.Module, runs: Sequence[Activation], n: int,
+              sources: Optional[tuple[Source, ...]] = None) -> LayerInfo:
+    """The probe site of ``layer`` from its activations on each run of one pass over ``n`` examples.
+
+    Raises a clear error unless the layer ran exactly once with the example
+    dimension first; ``sources`` default to the layer's own output.
+    """
+    name = layer_name(model, layer)
+    if len(runs) != 1:
+        what = "did not run" if not runs else f"ran {len(runs)} times"
+        raise bad_value("layer", "a module that runs exactly once per forward pass",
+                        f"layer {name}, which {what} in one forward pass")
+    hs = runs[0]
+    for h in hs:
+        if h.dim() == 0 or h.shape[0] != n:
+            raise bad_value("layer", "a layer whose activation has the example dimension first",
+                            f"layer {name} with activation shape {tuple(h.shape)} for {n} example(s)")
+    if sources is None:
+        sources = tuple(Source("output", layer, 0, j) for j in range(len(hs)))
+    return LayerInfo(layer, name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
+                     len(hs) > 1, sources)
 
 
 def zero_deltas(info: LayerInfo, n: int, device: torch.device) -> Activation:

@@ -7,7 +7,7 @@ import torch
 
 import attrfx
 from attrfx import axioms
-from models import ConvNet, MLP, MultiInput, Reused, TupleLayer, randn, seeded
+from models import ConvNet, MLP, MultiInput, Reused, ReusedResidual, TupleLayer, randn, seeded
 
 MLP_X = randn(4, 5)
 
@@ -93,6 +93,12 @@ CASES = [
     ("layer that runs twice",
      lambda: attrfx.layer_conductance(seeded(Reused), "act", randn(2, 3), target=0),
      ValueError, ["layer_conductance:", "`layer`", "exactly once", "'act'", "ran 2 times"]),
+    ("layer that runs twice, counted by the first pass",
+     lambda: attrfx.neuron_gradient(seeded(Reused), "act", randn(2, 3), 0),
+     ValueError, ["neuron_gradient:", "`layer`", "exactly once", "'act'", "ran 2 times"]),
+    ("layer that runs twice where the rest of the model needs rows",
+     lambda: attrfx.neuron_guided_backprop(seeded(ReusedResidual), "act", randn(2, 3), 0),
+     ValueError, ["neuron_guided_backprop:", "`layer`", "exactly once", "'act'", "ran 2 times"]),
     ("layer that never runs",
      lambda: attrfx.neuron_gradient(lambda x: seeded(MLP).fc1(x), mlp().fc2, MLP_X, 1),
      ValueError, ["neuron_gradient:", "`layer`", "did not run"]),

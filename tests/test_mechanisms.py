@@ -8,10 +8,13 @@
   points, and ``internal_batch_size`` bounds the rows of each pass without
   changing the result.
 
-Every method first runs one small inspection pass (it learns the layer's shape
-and the output's, and rejects layers that run twice): on an empty batch, or on
+Every method learns the layer's shape (and the output's) and rejects layers
+that run twice. Neuron gradient, integrated gradients, guided backpropagation
+and deconvolution learn it from their first real pass, whose model goes on
+after the layer with an empty batch to count the layer's runs; the other
+methods run one small inspection pass first: on an empty batch, or on
 ``min(2, N)`` examples when a callable selector must be checked on real
-activations. The counts below allow exactly that one pass and nothing else.
+activations. The counts below allow exactly that one small pass and nothing else.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ def make():
     net = Net().double().eval()
     x = torch.randn(N, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     return net, x
+
+
+def worked(rows: list[int]) -> list[int]:
+    """The passes that did real work: those on a non-empty batch."""
+    return [r for r in rows if r]
 
 
 @contextlib.contextmanager
@@ -84,27 +92,64 @@ def test_neuron_methods_stop_at_the_layer(method):
     net, x = make()
     with rows_seen(net.fc1, net.fc2, net.act2, net.fc3) as seen:
         NEURON_ONLY[method](net, "fc2", x, 1)
-    for after in (net.act2, net.fc3):   # only the (empty) inspection pass reaches them, never the attributed rows
+    for after in (net.act2, net.fc3):   # only one empty batch reaches them, never the attributed rows
         assert seen[after] == [0], f"{method}: {seen[after]} rows after the layer"
-    assert len(seen[net.fc1]) > 1 and max(seen[net.fc1]) >= N     # the prefix did the real work
+    assert max(seen[net.fc1]) >= N     # the prefix did the real work
+
+
+class NeedsRows(Net):
+    def forward(self, x):
+        if x.shape[0] == 0:
+            raise RuntimeError("no rows")
+        return super().forward(x)
+
+
+def _twin(net: nn.Module) -> Net:
+    ref = Net().double().eval()
+    ref.load_state_dict(net.state_dict())
+    return ref
 
 
 def test_empty_inspection_falls_back_to_real_examples():
-    class NeedsRows(Net):
-        def forward(self, x):
-            if x.shape[0] == 0:
-                raise RuntimeError("no rows")
-            return super().forward(x)
-
     torch.manual_seed(0)
-    net = NeedsRows().double().eval()
-    x = make()[1]
+    net, x = NeedsRows().double().eval(), make()[1]
+    conductance = lambda model: attrfx.neuron_conductance(model, "fc2", x, 1, target=0, n_steps=STEPS)
     with rows_seen(net.fc3) as seen:
+        out = conductance(net)
+    assert seen[net.fc3] == [INSPECT, STEPS * N]
+    torch.testing.assert_close(out, conductance(_twin(net)), rtol=0, atol=0)
+
+
+class AddsEarlierRows(Net):
+    """The layer's output meets a tensor made before it, so the rest cannot run on an empty batch."""
+
+    def forward(self, x):
+        return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))) + 0 * x[:, :1])
+
+
+def test_first_pass_counts_runs_on_an_empty_batch():
+    net, x = make()
+    with rows_seen(net.fc1, net.fc2, net.fc3) as seen:
+        attrfx.neuron_gradient(net, "fc2", x, 1)
+    assert seen == {net.fc1: [N], net.fc2: [N], net.fc3: [0]}    # no inspection pass
+
+
+@pytest.mark.parametrize("selector", [(1, 2), 9, "a"])
+def test_first_pass_errors_leave_grad_mode_and_no_hooks(selector):
+    net, x = make()
+    with pytest.raises((ValueError, TypeError), match="selector"):
+        attrfx.neuron_gradient(net, "fc2", x, selector)
+    assert torch.is_grad_enabled()
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+
+
+def test_first_pass_falls_back_to_the_inspection_when_the_rest_needs_rows():
+    torch.manual_seed(0)
+    net, x = AddsEarlierRows().double().eval(), make()[1]
+    with rows_seen(net.fc1, net.fc3) as seen:
         out = attrfx.neuron_gradient(net, "fc2", x, 1)
-    assert seen[net.fc3] == [INSPECT]
-    ref = Net().double().eval()
-    ref.load_state_dict(net.state_dict())
-    torch.testing.assert_close(out, attrfx.neuron_gradient(ref, "fc2", x, 1), rtol=0, atol=0)
+    assert seen[net.fc1] == [N, 0] and seen[net.fc3] == [0]      # the real pass, then the inspection pass
+    torch.testing.assert_close(out, attrfx.neuron_gradient(_twin(net), "fc2", x, 1), rtol=0, atol=0)
 
 
 def test_conductance_runs_the_whole_model_once_per_chunk():
@@ -132,8 +177,8 @@ def test_k_neurons_run_the_prefix_once(method):
     net, x = make()
     with rows_seen(net.fc1, net.fc2) as seen:
         fn(net, x, SELECTORS)
-    assert seen[net.fc1] == [0, rows]
-    assert seen[net.fc2] == [0, rows]
+    for prefix in (net.fc1, net.fc2):
+        assert worked(seen[prefix]) == [rows] and seen[prefix].count(0) <= 1
 
 
 @pytest.mark.parametrize("method", sorted(K_METHODS))
@@ -184,10 +229,10 @@ def test_internal_batch_size_bounds_rows_and_keeps_the_result(method, ibs):
     net, x = make()
     with rows_seen(net.fc1) as seen:
         whole = CHUNKED[method](net, x, None)
-    assert seen[net.fc1][1:] == [STEPS * N + (method == "layer_conductance") * N]   # unchunked: one pass
+    assert worked(seen[net.fc1]) == [STEPS * N + (method == "layer_conductance") * N]   # unchunked: one pass
     with rows_seen(net.fc1) as seen:
         chunked = CHUNKED[method](net, x, ibs)
-    work = seen[net.fc1][1:]
+    work = worked(seen[net.fc1])
     bound = max(ibs, 2 * N) if method == "layer_conductance" else ibs   # differences need 2 nodes per chunk
     assert max(work) <= bound and len(work) > 1
     torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
