@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_probe,
-                    transformed, zero_deltas)
+from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_output_probe,
+                    forward_with_probe, transformed, zero_deltas)
 from .selectors import IndexNeuron, Neuron, Target, select_target
 
 
@@ -73,15 +73,26 @@ def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     out, aux = result if has_aux else (result, None)
 
     def pull(cotangents: Any, retain_graph: bool = True, batched: bool = False) -> tuple[Any, ...]:
-        cots = tree_flatten(cotangents)[0]
-        pairs = [(o, c) for o, c in zip(tree_flatten(out)[0], cots) if o.requires_grad]
-        grads = torch.autograd.grad([o for o, _ in pairs], leaves, [c for _, c in pairs], retain_graph=retain_graph,
-                                    allow_unused=True, is_grads_batched=batched) if pairs else [None] * len(leaves)
-        lead = tuple(cots[0].shape[:1]) if batched else ()
-        return tree_unflatten([g if g is not None else p.new_zeros(lead + tuple(p.shape))
-                               for g, p in zip(grads, leaves)], spec)
+        return tree_unflatten(grads_or_zeros(tree_flatten(out)[0], leaves, tree_flatten(cotangents)[0],
+                                             retain_graph=retain_graph, batched=batched), spec)
 
     return (out, pull, aux) if has_aux else (out, pull)
+
+
+def grads_or_zeros(outputs: Sequence[Tensor], leaves: Sequence[Tensor], cotangents: Sequence[Tensor], *,
+                   retain_graph: bool = False, batched: bool = False) -> list[Tensor]:
+    """``Σ cotangentᵀ·∂output/∂leaf`` for each leaf by plain autograd; zeros where no output reaches it.
+
+    Example:
+        >>> a, b = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)
+        >>> [g.tolist() for g in grads_or_zeros([2 * a], [a, b], [torch.ones(2)])]
+        [[2.0, 2.0], [0.0, 0.0, 0.0]]
+    """
+    pairs = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
+    grads = torch.autograd.grad([o for o, _ in pairs], leaves, [c for _, c in pairs], retain_graph=retain_graph,
+                                allow_unused=True, is_grads_batched=batched) if pairs else [None] * len(leaves)
+    lead = tuple(cotangents[0].shape[:1]) if batched else ()
+    return [g if g is not None else p.new_zeros(lead + tuple(p.shape)) for g, p in zip(grads, leaves)]
 
 
 def _func_vjp(fn: Callable, primals: tuple, has_aux: bool) -> tuple:
@@ -196,9 +207,10 @@ def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Se
 
 
 def first_neuron_input_grads(model: Callable, layer: nn.Module,
-                             learn: Callable[[list[Activation], bool], Sequence[Neuron]], xs: Sequence[Tensor],
+                             learn: Callable[[list[Activation], bool, int], Sequence[Neuron]], xs: Sequence[Tensor],
                              args: tuple) -> tuple[Tensor, ...]:
-    """:func:`neuron_input_grads` for neurons not yet known: ``learn(runs, counted)`` gives them from this pass.
+    """:func:`neuron_input_grads` for neurons not yet known: ``learn(runs, counted, n)`` gives them from this
+    pass over ``n`` rows.
 
     The pass is :func:`~attrfx.probe.forward_counting_runs` (the layer's runs are
     counted on an empty batch after it), so the layer's checks need no pass of their own.
@@ -208,7 +220,7 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
         return (runs[0] if runs else ()), (runs, counted)
 
     hs, pull, (runs, counted) = vjp(forward, *xs, has_aux=True)
-    neurons = learn(runs, counted)
+    neurons = learn(runs, counted, xs[0].shape[0])
     return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
 
 
@@ -232,6 +244,27 @@ def layer_grads_and_output(model: Callable, sites: Sequence[LayerInfo], xs: Sequ
     value, pull, acts = vjp(explained, deltas, has_aux=True)
     (grads,) = pull(torch.ones_like(value), retain_graph=False)
     return acts, list(grads), value
+
+
+def first_layer_grads_and_output(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
+                                 target: Target, learn: Callable[[list[list[Activation]], Any, int], Any]
+                                 ) -> tuple[list[Activation], list[Activation], Tensor]:
+    """:func:`layer_grads_and_output` for layers not inspected yet (plain autograd).
+
+    One pass with :func:`~attrfx.probe.forward_with_output_probe`, which runs the
+    whole model and so sees every run of each layer; ``learn(runs, output, n)`` checks
+    the layers and the target before the backward pass (``n`` the rows of the pass).
+    """
+    with torch.enable_grad():
+        runs, deltas, output = forward_with_output_probe(model, layers, xs, args)
+        learn(runs, output, xs[0].shape[0])
+        value = select_target(output, target)
+    flat = grads_or_zeros([value], [d for ds in deltas for d in ds], [torch.ones_like(value)])
+    grads, start = [], 0
+    for ds in deltas:
+        grads.append(tuple(flat[start:start + len(ds)]))
+        start += len(ds)
+    return [r[0] for r in runs], grads, value.detach()
 
 
 def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor], args: tuple,

@@ -8,7 +8,8 @@ or a tuple when the layer gives several tensors.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence, Union
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as functional
@@ -19,19 +20,36 @@ from ._progress import Progress
 from ._errors import AttrfxValueError, bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_differences, check_auto, is_auto, rows_of,
                        rows_on_path, warn_unconverged)
-from .gradients import layer_grads, layer_grads_and_output
+from .gradients import first_layer_grads_and_output, layer_grads, layer_grads_and_output
 from .inputs import Inputs, as_tuple, fold, format_args, format_baselines, repeat_args
 from .paths import integrate_differences, steps_per_chunk, straight_line
-from .probe import Activation, LayerInfo, call_model, inspect, resolve_layer
+from .probe import Activation, LayerInfo, call_model, in_training, inspect, resolve_layer, site_info, transformed
 from .quadrature import get_rule
 from .selectors import Target, check_target, format_target, select_target
+
+
+class LayerSites:
+    """The layers' probe sites, learned once per call: from the inspection pass, or — *deferred* — from the
+    first pass (:func:`~attrfx.gradients.first_layer_grads_and_output`), which runs the whole model and so
+    sees every run of each layer."""
+
+    def __init__(self, infos: Optional[list[LayerInfo]] = None):
+        self.infos = infos
+
+    def learn(self, p: "LayerProblem", runs: list[list[Activation]], output: Any, n: int) -> None:
+        """Check the layers' runs and dtypes and the target on the first pass (over ``n`` rows)."""
+        infos = [site_info(p.model, layer, r, n) for layer, r in zip(p.layers, runs)]
+        _check_sites(infos, at_input=False)
+        check_target(output, p.target)
+        self.infos = infos
 
 
 class LayerProblem(NamedTuple):
     """Everything a layer method needs, validated once at the API boundary."""
 
     model: Callable
-    infos: list[LayerInfo]
+    layers: list[nn.Module]
+    sites: LayerSites
     xs: tuple[Tensor, ...]
     args: tuple
     target: Target
@@ -40,10 +58,19 @@ class LayerProblem(NamedTuple):
     def n_examples(self) -> int:
         return self.xs[0].shape[0]
 
+    @property
+    def infos(self) -> list[LayerInfo]:
+        return self.sites.infos
+
     def grads(self, points: Sequence[Tensor], times: int = 1) -> tuple[list[Activation], list[Activation]]:
-        """``(h, ∂F/∂h)`` per layer at ``points``, which stack ``times`` copies of the batch."""
-        return layer_grads(self.model, self.infos, points, repeat_args(self.args, self.n_examples, times),
-                           self.target.repeat(times))
+        """``(h, ∂F/∂h)`` per layer at ``points``, which stack ``times`` copies of the batch (the first call
+        of a deferred problem learns the layers from its pass)."""
+        args, target = repeat_args(self.args, self.n_examples, times), self.target.repeat(times)
+        if self.infos is None:
+            acts, grads, _ = first_layer_grads_and_output(self.model, self.layers, points, args, target,
+                                                          functools.partial(self.sites.learn, self))
+            return acts, grads
+        return layer_grads(self.model, self.infos, points, args, target)
 
     def output(self, xs: Sequence[Tensor]) -> Tensor:
         """``F`` per example at ``xs`` (no gradients)."""
@@ -51,27 +78,35 @@ class LayerProblem(NamedTuple):
 
 
 def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target: Any, additional_forward_args: Any,
-                  at_input: bool) -> LayerProblem:
-    """Validate and set up a layer attribution (one small inspection pass of the model).
+                  at_input: bool, *, deferrable: bool = False) -> LayerProblem:
+    """Validate and set up a layer attribution (one small inspection pass of the model, or none).
 
     The pass runs on an empty batch where it can (:func:`~attrfx.probe.inspect`): the layers'
     shapes, their run counts and the output's shape (all that :func:`check_target` reads) need no
     real rows (models in training mode and plain functions take ``min(2, N)`` real rows).
+    ``deferrable`` (methods whose work is :meth:`LayerProblem.grads`) skips it where the first real
+    pass can do its checks: plain autograd, an ``nn.Module`` in eval mode, the layers' outputs.
     """
     xs, _ = as_tuple(inputs)
     args = format_args(additional_forward_args)
     if not layers:
         raise bad_value("layer", "a layer or a non-empty list of layers", "an empty list")
     modules = [resolve_layer(model, layer) for layer in layers]
+    target = format_target(target, xs[0].shape[0])
+    if deferrable and not at_input and isinstance(model, nn.Module) and not transformed() and not in_training(model):
+        return LayerProblem(model, modules, LayerSites(), xs, args, target)
     seen = inspect(model, modules, xs, args, at_input=at_input, empty=True)
-    for site in seen.sites:
+    _check_sites(seen.sites, at_input)
+    check_target(seen.output, target)
+    return LayerProblem(model, modules, LayerSites(seen.sites), xs, args, target)
+
+
+def _check_sites(sites: Sequence[LayerInfo], at_input: bool) -> None:
+    for site in sites:
         if not all(d.is_floating_point for d in site.dtypes):
             raise bad_value("layer", "a layer whose activation is floating-point, to take gradients at it",
                             f"layer {site.name} whose {'input' if at_input else 'output'} has dtype "
                             f"{', '.join(map(str, site.dtypes))}")
-    target = format_target(target, xs[0].shape[0])
-    check_target(seen.output, target)
-    return LayerProblem(model, seen.sites, xs, args, target)
 
 
 def as_layer_result(values: Sequence[Tensor]) -> Union[Tensor, tuple[Tensor, ...]]:
@@ -109,7 +144,7 @@ def layer_gradient_x_activation(model, layer, inputs, *, target=None, additional
     """
     many = isinstance(layer, list)
     p = layer_problem(model, layer if many else [layer], inputs, target, additional_forward_args,
-                      attribute_to_layer_input)
+                      attribute_to_layer_input, deferrable=True)
     acts, grads = p.grads(p.xs)
     results = [as_layer_result([g * h if multiply_by_inputs else g for g, h in zip(gs, hs)])
                for gs, hs in zip(grads, acts)]
@@ -138,11 +173,12 @@ def layer_gradcam(model, layer, inputs, *, target=None, additional_forward_args=
     References:
         Selvaraju et al., "Grad-CAM", 2017.
     """
-    p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input)
+    p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input,
+                      deferrable=True)
+    (acts,), (grads,) = p.grads(p.xs)
     if attr_dim_summation and not all(p.infos[0].shapes):
         raise bad_value("layer", "a layer whose activation has a channel dimension, (N, C, ...), to sum over",
                         f"layer {p.infos[0].name} with activation shapes {[(('N',) + s) for s in p.infos[0].shapes]}")
-    (acts,), (grads,) = p.grads(p.xs)
     maps = []
     for g, h in zip(grads, acts):
         weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
@@ -228,7 +264,8 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
     References:
         Dhamdhere et al., "How Important Is a Neuron?", 2018.
     """
-    p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input)
+    p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input,
+                      deferrable=not is_auto(n_steps))
     if not all(x.is_floating_point() for x in p.xs):  # no path points between integer inputs (token ids)
         raise bad_value("inputs", "floating-point tensors, which the path from the baselines interpolates (for token "
                         "ids use layer_gradient_x_activation or layer_gradcam at the embedding layer)",

@@ -43,10 +43,11 @@ class NeuronSite:
         self.info, self.neurons = info, neurons
         self.selector, self.batch_total_ok = selector, batch_total_ok
 
-    def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool) -> list[Neuron]:
-        """The neurons, from the layer's outputs ``runs`` in one pass (``counted``: all its runs are there)."""
+    def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool, n: int) -> list[Neuron]:
+        """The neurons, from the layer's outputs ``runs`` in one pass over ``n`` rows (``counted``: all its
+        runs are there)."""
         if counted:
-            info = site_info(p.model, p.layer, runs, runs[0][0].shape[0] if runs else 0)
+            info = site_info(p.model, p.layer, runs, n)
         else:  # the model could not finish the pass on an empty batch: count with the inspection pass
             (info,) = inspect(p.model, [p.layer], p.xs, p.args, empty=True).sites
         self.info = info

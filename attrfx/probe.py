@@ -265,30 +265,95 @@ def forward_with_probe(model: Callable, sites: Sequence[LayerInfo], xs: Sequence
         >>> out.shape, out.requires_grad, acts[0][0].requires_grad
         (torch.Size([4, 1]), True, False)
     """
-    if not transformed() and torch.is_grad_enabled() and not any(x.requires_grad for x in xs):
-        try:
-            return _probed_pass(model, sites, xs, args, deltas, cut, graph_from_probe=True)
-        except _GradModeSet:
-            pass
-    return _probed_pass(model, sites, xs, args, deltas, cut, graph_from_probe=False)
+    return _graph_from_first_probe(
+        xs, lambda record: _probed_pass(model, sites, xs, args, deltas, cut, record))
+
+
+def forward_with_output_probe(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
+                              *, cut: bool = False) -> tuple[list[list[Activation]], list[Activation], Any]:
+    """Plain autograd: the model with each layer's output ``h`` replaced by ``h + δ`` on the layer's first run.
+
+    Each ``δ`` is a zero tensor that requires grad, made at that run, so no
+    inspection pass is needed to learn its shape. Returns ``(runs, deltas,
+    output)``: per layer the activation (before ``δ``) of every run — to check
+    the layers after the pass (:func:`site_info`) — and its ``δ`` (empty for a
+    non-floating-point output, which gets none). ``cut`` and the graph recorded
+    only from the first ``δ`` on are as in :func:`forward_with_probe`.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> runs, deltas, out = forward_with_output_probe(net, [net[1]], (torch.ones(4, 2),), ())
+        >>> len(runs[0]), deltas[0][0].shape, out.requires_grad
+        (1, torch.Size([4, 3]), True)
+    """
+    return _graph_from_first_probe(xs, lambda record: _output_probed_pass(model, layers, xs, args, cut, record))
+
+
+def _output_probed_pass(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple, cut: bool,
+                        graph_from_probe: bool) -> tuple[list[list[Activation]], list[Activation], Any]:
+    runs: list[list[Activation]] = [[] for _ in layers]
+    deltas: list[Activation] = [() for _ in layers]
+    record = _Recorder(graph_from_probe)
+
+    def edit(i: int) -> Callable[[Any], Any]:
+        def shift(value: Any) -> Any:
+            hs, kind = _as_tensors(value, "output")
+            runs[i].append(hs)
+            if len(runs[i]) > 1 or not all(h.is_floating_point() for h in hs):
+                return None
+            record.start()
+            deltas[i] = tuple(torch.zeros_like(h, requires_grad=True) for h in hs)
+            shifted = [(h.detach() if cut else h) + d for h, d in zip(hs, deltas[i])]
+            return shifted[0] if kind is Tensor else kind(shifted)
+        return shift
+
+    with contextlib.ExitStack() as stack:
+        if graph_from_probe:
+            stack.enter_context(torch.no_grad())
+        for i, layer in enumerate(layers):
+            stack.enter_context(_hooked(layer, False, edit(i)))
+        output = call_model(model, xs, args)
+    return runs, deltas, output
 
 
 class _GradModeSet(BaseException):
     """Raised when a model turned grad mode on before the first probe, so the pass must record from the start."""
 
 
+def _graph_from_first_probe(xs: Sequence[Tensor], run: Callable[[bool], Any]) -> Any:
+    """``run(True)`` (no graph before the first probe) where nothing before it can be differentiated:
+    plain autograd, grad mode on, no input that requires grad; ``run(False)`` otherwise, or when the
+    model turned grad mode on by itself."""
+    if not transformed() and torch.is_grad_enabled() and not any(x.requires_grad for x in xs):
+        try:
+            return run(True)
+        except _GradModeSet:
+            pass
+    return run(False)
+
+
+class _Recorder:
+    """Turns grad mode on at the first probe of a pass that began without a graph (until its no_grad block exits)."""
+
+    def __init__(self, graph_from_probe: bool):
+        self.on = not graph_from_probe
+
+    def start(self) -> None:
+        if not self.on:
+            if torch.is_grad_enabled():
+                raise _GradModeSet()
+            torch.set_grad_enabled(True)
+            self.on = True
+
+
 def _probed_pass(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
                  deltas: Sequence[Activation], cut: bool, graph_from_probe: bool) -> tuple[list[Activation], Any]:
     """:func:`forward_with_probe`; with ``graph_from_probe``, grad mode is off until the first shift."""
     seen: list[list[Tensor]] = [[torch.empty(0)] * len(site.shapes) for site in sites]
-    recording = [not graph_from_probe]
+    record = _Recorder(graph_from_probe)
 
     def shift(h: Tensor, targets: list[tuple[int, int]]) -> Tensor:
-        if not recording[0]:
-            if torch.is_grad_enabled():
-                raise _GradModeSet()
-            torch.set_grad_enabled(True)  # until the no_grad block below exits
-            recording[0] = True
+        record.start()
         for i, j in targets:
             seen[i][j] = h
         return (h.detach() if cut else h) + sum(deltas[i][j] for i, j in targets)

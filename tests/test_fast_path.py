@@ -54,6 +54,25 @@ def test_no_graph_and_no_parameter_gradient_is_left(method):
         assert p.grad is None and p.requires_grad and torch.equal(p, before[name])
 
 
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_results_are_the_same_under_no_grad(method):
+    net, x = make()
+    with torch.no_grad():
+        inside = METHODS[method](net, x)
+    torch.testing.assert_close(inside, METHODS[method](net, x), rtol=0, atol=0)
+
+
+def test_nested_layers_with_one_output_get_the_same_gradient():
+    """A block and its last module give the same tensor: a probe at each must see the other's shift too."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Linear(4, 6), nn.Tanh()), nn.Linear(6, 3)).double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    outer, inner = attrfx.layer_gradient_x_activation(net, ["0", "0.1"], x, target=1)
+    torch.testing.assert_close(outer, inner, rtol=0, atol=0)
+    h = net[0](x)
+    torch.testing.assert_close(outer, h * net[1].weight[1], rtol=1e-12, atol=1e-12)
+
+
 def test_the_primitive_matches_torch_func_vjp():
     x, y, unused = torch.randn(3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64), torch.ones(4)
 

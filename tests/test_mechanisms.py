@@ -11,8 +11,10 @@
 Every method learns the layer's shape (and the output's) and rejects layers
 that run twice. Neuron gradient, integrated gradients, guided backpropagation
 and deconvolution learn it from their first real pass, whose model goes on
-after the layer with an empty batch to count the layer's runs; the other
-methods run one small inspection pass first: on an empty batch, or on
+after the layer with an empty batch to count the layer's runs; layer gradient
+× activation, Grad-CAM and layer conductance from their first pass, which runs
+the whole model anyway; the other methods run one small inspection pass
+first: on an empty batch, or on
 ``min(2, N)`` examples when a callable selector must be checked on real
 activations. The counts below allow exactly that one small pass and nothing else.
 """
@@ -242,7 +244,7 @@ def test_layer_methods_run_one_pass():
     net, x = make()
     with rows_seen(net.fc1, net.fc3) as seen:
         attrfx.layer_gradient_x_activation(net, "act1", x, target=0)
-    assert seen[net.fc1] == [0, N] and seen[net.fc3] == [0, N]
+    assert seen[net.fc1] == [N] and seen[net.fc3] == [N]      # the one pass also checks the layer and target
 
 
 def test_real_rows_are_inspected_only_for_a_callable_selector():
