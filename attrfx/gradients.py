@@ -18,7 +18,7 @@ the kernels compose with ``vmap``/``grad``), plain autograd otherwise (faster).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -208,9 +208,9 @@ def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Se
 
 def first_neuron_input_grads(model: Callable, layer: nn.Module,
                              learn: Callable[[list[Activation], bool, int], Sequence[Neuron]], xs: Sequence[Tensor],
-                             args: tuple) -> tuple[Tensor, ...]:
+                             args: tuple, rows: Optional[int] = None) -> tuple[Tensor, ...]:
     """:func:`neuron_input_grads` for neurons not yet known: ``learn(runs, counted, n)`` gives them from this
-    pass over ``n`` rows.
+    pass over ``n`` rows (``rows``, when ``model`` runs on other rows than the ``xs`` it is given).
 
     The pass is :func:`~attrfx.probe.forward_counting_runs` (the layer's runs are
     counted on an empty batch after it), so the layer's checks need no pass of their own.
@@ -220,7 +220,7 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
         return (runs[0] if runs else ()), (runs, counted)
 
     hs, pull, (runs, counted) = vjp(forward, *xs, has_aux=True)
-    neurons = learn(runs, counted, xs[0].shape[0])
+    neurons = learn(runs, counted, rows or xs[0].shape[0])
     return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
 
 

@@ -23,7 +23,7 @@ from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_difference
 from .gradients import first_layer_grads_and_output, layer_grads, layer_grads_and_output
 from .inputs import Inputs, as_tuple, fold, format_args, format_baselines, repeat_args
 from .paths import integrate_differences, steps_per_chunk, straight_line
-from .probe import Activation, LayerInfo, call_model, in_training, inspect, resolve_layer, site_info, transformed
+from .probe import Activation, LayerInfo, call_model, first_pass_checks, inspect, resolve_layer, site_info
 from .quadrature import get_rule
 from .selectors import Target, check_target, format_target, select_target
 
@@ -93,7 +93,7 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
         raise bad_value("layer", "a layer or a non-empty list of layers", "an empty list")
     modules = [resolve_layer(model, layer) for layer in layers]
     target = format_target(target, xs[0].shape[0])
-    if deferrable and not at_input and isinstance(model, nn.Module) and not transformed() and not in_training(model):
+    if deferrable and not at_input and first_pass_checks(model):
         return LayerProblem(model, modules, LayerSites(), xs, args, target)
     seen = inspect(model, modules, xs, args, at_input=at_input, empty=True)
     _check_sites(seen.sites, at_input)

@@ -24,7 +24,7 @@ from .inputs import (Inputs, as_tuple, fold, format_args, format_baselines, form
                      require_float, restore)
 from .noise import gaussian_noise, make_generator, sample_baselines, uniform
 from .paths import integrate_path, steps_per_chunk
-from .probe import Activation, LayerInfo, in_training, inspect, resolve_layer, site_info, transformed
+from .probe import Activation, LayerInfo, first_pass_checks, inspect, resolve_layer, site_info
 from .quadrature import get_rule
 from .selectors import Neuron, check_target, format_target, neuron_selectors
 
@@ -80,14 +80,16 @@ class NeuronProblem(NamedTuple):
     def neurons(self) -> list[Neuron]:
         return self.site.neurons
 
-    def input_grads(self, points: tuple[Tensor, ...], times: int = 1) -> tuple[Tensor, ...]:
+    def input_grads(self, points: tuple[Tensor, ...], times: int = 1, *, through: Optional[Callable] = None,
+                    rows: Optional[int] = None) -> tuple[Tensor, ...]:
         """``∂n_k/∂x`` at ``points``, which stack ``times`` copies of the batch (the first call of a deferred
-        site learns the neurons from its pass)."""
-        args = repeat_args(self.args, self.n_examples, times)
+        site learns the neurons from its pass). ``through``: a function of the points (and arguments) that
+        runs the model on ``rows`` rows, in place of the model."""
+        args, model = repeat_args(self.args, self.n_examples, times), through or self.model
         if self.neurons is None:
-            return first_neuron_input_grads(self.model, self.layer, functools.partial(self.site.learn, self),
-                                            points, args)
-        return neuron_input_grads(self.model, self.layer, self.neurons, points, args, at_input=self.at_input)
+            return first_neuron_input_grads(model, self.layer, functools.partial(self.site.learn, self), points,
+                                            args, rows=rows)
+        return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input)
 
     def result(self, values: tuple[Tensor, ...]) -> Inputs:
         """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
@@ -115,8 +117,7 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     module = resolve_layer(model, layer)
     selectors = selector if isinstance(selector, list) else [selector]
     callables = any(callable(s) for s in selectors)
-    if (deferrable and not callables and not at_input and selectors and isinstance(model, nn.Module)
-            and not transformed() and not in_training(model)):
+    if deferrable and not callables and not at_input and selectors and first_pass_checks(model):
         site = NeuronSite(selector=selector, batch_total_ok=batch_total_ok)
         return NeuronProblem(model, module, xs, was_tuple, args, site, isinstance(selector, list), False)
     seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)

@@ -1,6 +1,6 @@
 """Neuron attribution by gradient-override rules: DeepLift, DeepLiftSHAP, guided backprop, deconvolution.
 
-Each method is the gradient kernel :func:`attrfx.gradients.neuron_input_grads`
+Each method is the gradient kernel :meth:`attrfx.neuron.NeuronProblem.input_grads`
 run while a :mod:`attrfx.rules` map is on the model. DeepLift evaluates the
 model once on ``[inputs; baselines]`` so every rule sees its reference, and
 the neuron's value is summed over both halves (as in Captum). The model must
@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from . import rules
 from ._api import public
 from ._errors import bad_type, bad_value
-from .gradients import neuron_input_grads
 from .inputs import format_baselines, format_distribution, repeat_args
 from .neuron import NeuronProblem, neuron_problem
 from .probe import call_model
@@ -33,11 +32,12 @@ def _require_module(model: Any) -> None:
 
 
 def _rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional_forward_args: Any,
-                  at_input: bool, deferrable: bool = False) -> NeuronProblem:
-    """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed (no target)."""
+                  at_input: bool) -> NeuronProblem:
+    """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed (no target),
+    so the layer is learned from the first pass where it can be (``deferrable``)."""
     _require_module(model)
     return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True,
-                          deferrable=deferrable)
+                          deferrable=True)
 
 
 def _gradient_under(rule_map: rules.RuleMap, p: NeuronProblem) -> Any:
@@ -74,7 +74,7 @@ def rescale_multipliers(p: NeuronProblem, bs: Sequence[Tensor]) -> tuple[Tensor,
         return call_model(model, both, repeat_args(args, n, 2))
 
     with rules.applied(model, rules.DEEPLIFT_RESCALE):
-        return neuron_input_grads(paired, p.layer, p.neurons, p.xs, p.args, at_input=p.at_input)
+        return p.input_grads(p.xs, through=paired, rows=2 * n)
 
 
 def _combine(multipliers: tuple[Tensor, ...], xs: Sequence[Tensor], bs: Sequence[Tensor],
@@ -204,8 +204,7 @@ def neuron_guided_backprop(model, layer, inputs, selector, *, additional_forward
     References:
         Springenberg et al., "Striving for Simplicity: The All Convolutional Net", 2014.
     """
-    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                      deferrable=True)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     return _gradient_under(rules.GUIDED_BACKPROP, p)
 
 
@@ -231,6 +230,5 @@ def neuron_deconvolution(model, layer, inputs, selector, *, additional_forward_a
     References:
         Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014.
     """
-    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                      deferrable=True)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     return _gradient_under(rules.DECONVOLUTION, p)

@@ -74,6 +74,19 @@ def transformed() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
+def first_pass_checks(model: Callable) -> bool:
+    """Whether a layer's checks (shape, run count) can wait for the first real pass, sparing an inspection pass.
+
+    They can on plain autograd (no ``torch.func`` transform) for an ``nn.Module``
+    in eval mode: its pass on an empty batch, which the checks may need, behaves.
+
+    Example:
+        >>> first_pass_checks(nn.Linear(2, 2).eval()), first_pass_checks(nn.Linear(2, 2).train())
+        (True, False)
+    """
+    return isinstance(model, nn.Module) and not transformed() and not in_training(model)
+
+
 def resolve_layer(model: Callable, layer: Layer, arg: str = "layer") -> nn.Module:
     """The ``nn.Module`` for ``layer`` (a module, or a dotted name within ``model``).
 

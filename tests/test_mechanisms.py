@@ -9,8 +9,9 @@
   changing the result.
 
 Every method learns the layer's shape (and the output's) and rejects layers
-that run twice. Neuron gradient, integrated gradients, guided backpropagation
-and deconvolution learn it from their first real pass, whose model goes on
+that run twice. Neuron gradient, integrated gradients and the rule-based
+methods (DeepLift, DeepLiftSHAP, guided backpropagation, deconvolution) learn
+it from their first real pass, whose model goes on
 after the layer with an empty batch to count the layer's runs; layer gradient
 × activation, Grad-CAM and layer conductance from their first pass, which runs
 the whole model anyway; the other methods run one small inspection pass
