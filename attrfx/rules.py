@@ -299,8 +299,9 @@ def applied(model: nn.Module, rules: RuleMap) -> Iterator[None]:
     """Put ``rules`` on every matching submodule of ``model`` inside the ``with`` block.
 
     Each forward pass of ``model`` is counted afresh; with ``rules.single_use``
-    a module that runs twice raises an error naming it. Hooks act only on this
-    thread and are removed on every exit.
+    a module that runs twice raises an error naming it. A module run while grad
+    mode is off keeps its own forward (there is no gradient to override). Hooks
+    act only on this thread and are removed on every exit.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
@@ -330,6 +331,8 @@ def applied(model: nn.Module, rules: RuleMap) -> Iterator[None]:
                 f"module {layer_name(model, mod)} ({type(mod).__name__}) runs more than once in one forward "
                 f"pass; the {rules.name} rule needs each nonlinearity to run once. Give each use its own "
                 f"module instance.")
+        if not torch.is_grad_enabled():  # no graph is recorded, so there is no gradient to override
+            return None
         saved.setdefault(id(mod), []).append(inp[0])
         if getattr(mod, "inplace", False):
             return (inp[0].clone(),) + tuple(inp[1:])

@@ -82,6 +82,18 @@ def test_stateless_when_the_model_raises(method):
     assert_same(before, snapshot(model, x))
 
 
+def test_rules_act_only_where_a_graph_is_recorded():
+    calls = []
+    counting = rules.RuleMap("counting", {nn.ReLU: lambda mod, x, y: calls.append(mod) or y})
+    model = seeded(Chain)
+    with rules.applied(model, counting):
+        with torch.no_grad():
+            model(randn(2, 5))
+        assert calls == []
+        model(randn(2, 5))
+    assert len(calls) == sum(isinstance(m, nn.ReLU) for m in model.modules()) > 0
+
+
 def test_applied_restores_on_exception():
     model = seeded(Chain)
     before = snapshot(model, randn(1, 5))
