@@ -147,7 +147,8 @@ class _Rescale(torch.autograd.Function):
     ``Δy`` (zero where ``|Δx| < eps``) and ``Δx`` (one there) are taken once in the
     forward pass, for one half of the rows: the backward pass is a multiply and a
     divide, the same operations in the same order as Captum's. ``y``'s graph is
-    skipped when no element needs it (plain autograd: known from the forward pass).
+    skipped when no element needs it (plain autograd on CPU: known from the forward
+    pass; on an accelerator that check would wait for the device).
     """
 
     generate_vmap_rule = True
@@ -162,7 +163,7 @@ class _Rescale(torch.autograd.Function):
         (x_in, x_ref), (y_in, y_ref) = x.detach().chunk(2), y.detach().chunk(2)
         dx = x_in - x_ref
         small = dx.abs() < eps
-        ctx.ordinary = transformed() or bool(small.any())
+        ctx.ordinary = transformed() or small.device.type != "cpu" or bool(small.any())  # (no device sync)
         ctx.save_for_backward(torch.where(small, 0, y_in - y_ref), torch.where(small, 1, dx), small)
 
     @staticmethod
