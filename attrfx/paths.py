@@ -53,10 +53,11 @@ def steps_per_chunk(internal_batch_size: Optional[int], n_examples: int, n_point
     return max(1, check_count("internal_batch_size", internal_batch_size, expected="None or a positive int") // n_examples)
 
 
-def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int) -> tuple[Tensor, ...]:
+def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int,
+              axis: int = 0) -> tuple[Tensor, ...]:
     """``Σₛ wₛ·g(αₛ)``, evaluating ``g`` on at most ``chunk`` nodes at a time.
 
-    ``integrand(nodes)`` returns tensors with the path axis first, ``[s, ...]``.
+    ``integrand(nodes)`` returns tensors whose dimension ``axis`` is the path axis, ``s`` long.
 
     Example:
         >>> from attrfx.quadrature import gausslegendre
@@ -67,11 +68,25 @@ def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: 
     total: Optional[list[Tensor]] = None
     for start in range(0, len(rule), chunk):
         nodes = rule.slice(start, start + chunk)
-        values = integrand(nodes)
-        parts = [torch.tensordot(nodes.weights.to(v.dtype).to(v.device), v, dims=1) for v in values]
+        parts = [weighted_sum(nodes.weights, v, axis) for v in integrand(nodes)]
         total = parts if total is None else [t.add_(p) for t, p in zip(total, parts)]
     assert total is not None
     return tuple(total)
+
+
+def weighted_sum(weights: Tensor, values: Tensor, axis: int) -> Tensor:
+    """``Σₛ wₛ·values[..., s, ...]`` over dimension ``axis``, as one batched matrix-vector product.
+
+    The axis stays where it is, so a contiguous ``values`` is never copied
+    (moving the axis first and contracting it copied all of ``values``).
+
+    Example:
+        >>> weighted_sum(torch.tensor([1.0, 2.0]), torch.ones(3, 2, 4), axis=1).tolist()[0]
+        [3.0, 3.0, 3.0, 3.0]
+    """
+    lead, rest = values.shape[:axis], values.shape[axis + 1:]
+    flat = values.reshape(lead.numel(), values.shape[axis], rest.numel())
+    return (weights.to(values.dtype).to(values.device) @ flat).reshape(lead + rest)
 
 
 def integrate_path(grads_at: Callable[[tuple[Tensor, ...], int], Sequence[Tensor]], xs: Sequence[Tensor],
@@ -94,10 +109,9 @@ def integrate_path(grads_at: Callable[[tuple[Tensor, ...], int], Sequence[Tensor
     def integrand(nodes: Rule) -> tuple[Tensor, ...]:
         s = len(nodes)
         points = tuple(fold(p) for p in path(xs, bs, nodes.alphas))
-        values = grads_at(points, s)
-        return tuple(v.reshape((v.shape[0], s, n) + tuple(v.shape[2:])).movedim(1, 0) for v in values)
+        return tuple(v.reshape((v.shape[0], s, n) + tuple(v.shape[2:])) for v in grads_at(points, s))
 
-    return integrate(integrand, rule, chunk)
+    return integrate(integrand, rule, chunk, axis=1)
 
 
 def integrate_differences(evaluate: Callable[[Tensor], tuple[Sequence[Tensor], Sequence[Tensor]]],
