@@ -10,6 +10,11 @@ Three kernels cover every gradient method:
   pass: the graph is cut at the layer, so the backward from ``F`` stops at
   ``h`` and the backward from ``n_k`` covers only the model up to ``h``.
 
+On plain autograd the first call of a method need not know the layer yet:
+:func:`first_neuron_input_grads` and :func:`first_layer_grads_and_output` are
+the first two kernels on a pass that also checks the layer (its shape, and
+that it runs once), so no separate inspection pass runs.
+
 Unreachable inputs or layers get zero gradients. Every kernel differentiates
 through :func:`vjp`: ``torch.func.vjp`` inside a ``torch.func`` transform (so
 the kernels compose with ``vmap``/``grad``), plain autograd otherwise (faster).
@@ -259,11 +264,8 @@ def first_layer_grads_and_output(model: Callable, layers: Sequence[nn.Module], x
         runs, deltas, output = forward_with_output_probe(model, layers, xs, args)
         learn(runs, output, xs[0].shape[0])
         value = select_target(output, target)
-    flat = grads_or_zeros([value], [d for ds in deltas for d in ds], [torch.ones_like(value)])
-    grads, start = [], 0
-    for ds in deltas:
-        grads.append(tuple(flat[start:start + len(ds)]))
-        start += len(ds)
+    leaves, spec = tree_flatten(deltas)
+    grads = tree_unflatten(grads_or_zeros([value], leaves, [torch.ones_like(value)]), spec)
     return [r[0] for r in runs], grads, value.detach()
 
 
