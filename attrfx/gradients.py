@@ -71,8 +71,8 @@ def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     try:
         with torch.enable_grad():
             result = fn(*tree_unflatten(leaves, spec))
-    except RuntimeError as err:  # autograd cannot save tensors made under torch.inference_mode; torch.func can
-        if "Inference tensors" not in str(err):
+    except RuntimeError as err:
+        if not inference_tensors_refused(err):
             raise
         return _func_vjp(fn, primals, has_aux)
     out, aux = result if has_aux else (result, None)
@@ -82,6 +82,11 @@ def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
                                              retain_graph=retain_graph, batched=batched), spec)
 
     return (out, pull, aux) if has_aux else (out, pull)
+
+
+def inference_tensors_refused(err: RuntimeError) -> bool:
+    """Whether plain autograd refused to save tensors made under ``torch.inference_mode`` (``torch.func`` can)."""
+    return "Inference tensors" in str(err)
 
 
 def grads_or_zeros(outputs: Sequence[Tensor], leaves: Sequence[Tensor], cotangents: Sequence[Tensor], *,
@@ -220,12 +225,14 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
     The pass is :func:`~attrfx.probe.forward_counting_runs` (the layer's runs are
     counted on an empty batch after it), so the layer's checks need no pass of their own.
     """
-    def forward(*points):
-        runs, counted = forward_counting_runs(model, layer, points, args)
-        return (runs[0] if runs else ()), (runs, counted)
+    counted = [False]
 
-    hs, pull, (runs, counted) = vjp(forward, *xs, has_aux=True)
-    neurons = learn(runs, counted, rows or xs[0].shape[0])
+    def forward(*points):
+        runs, counted[0] = forward_counting_runs(model, layer, points, args)
+        return (runs[0] if runs else ()), runs
+
+    hs, pull, runs = vjp(forward, *xs, has_aux=True)
+    neurons = learn(runs, counted[0], rows or xs[0].shape[0])
     return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
 
 

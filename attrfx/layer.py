@@ -20,7 +20,7 @@ from ._progress import Progress
 from ._errors import AttrfxValueError, bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_differences, check_auto, is_auto, rows_of,
                        rows_on_path, warn_unconverged)
-from .gradients import first_layer_grads_and_output, layer_grads, layer_grads_and_output
+from .gradients import first_layer_grads_and_output, inference_tensors_refused, layer_grads, layer_grads_and_output
 from .inputs import Inputs, as_tuple, fold, format_args, format_baselines, repeat_args
 from .paths import integrate_differences, steps_per_chunk, straight_line
 from .probe import Activation, LayerInfo, call_model, first_pass_checks, inspect, resolve_layer, site_info
@@ -67,9 +67,14 @@ class LayerProblem(NamedTuple):
         of a deferred problem learns the layers from its pass)."""
         args, target = repeat_args(self.args, self.n_examples, times), self.target.repeat(times)
         if self.infos is None:
-            acts, grads, _ = first_layer_grads_and_output(self.model, self.layers, points, args, target,
-                                                          functools.partial(self.sites.learn, self))
-            return acts, grads
+            try:
+                acts, grads, _ = first_layer_grads_and_output(self.model, self.layers, points, args, target,
+                                                              functools.partial(self.sites.learn, self))
+                return acts, grads
+            except RuntimeError as err:  # an inference tensor: inspect, then differentiate through torch.func
+                if not inference_tensors_refused(err):
+                    raise
+                self.sites.infos = inspected_sites(self.model, self.layers, self.xs, self.args, False, self.target)
         return layer_grads(self.model, self.infos, points, args, target)
 
     def output(self, xs: Sequence[Tensor]) -> Tensor:
@@ -95,10 +100,17 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
     target = format_target(target, xs[0].shape[0])
     if deferrable and not at_input and first_pass_checks(model):
         return LayerProblem(model, modules, LayerSites(), xs, args, target)
+    return LayerProblem(model, modules, LayerSites(inspected_sites(model, modules, xs, args, at_input, target)), xs,
+                        args, target)
+
+
+def inspected_sites(model: Callable, modules: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
+                    at_input: bool, target: Target) -> list[LayerInfo]:
+    """The layers' probe sites from the inspection pass, with the layers and the target checked."""
     seen = inspect(model, modules, xs, args, at_input=at_input, empty=True)
     _check_sites(seen.sites, at_input)
     check_target(seen.output, target)
-    return LayerProblem(model, modules, LayerSites(seen.sites), xs, args, target)
+    return seen.sites
 
 
 def _check_sites(sites: Sequence[LayerInfo], at_input: bool) -> None:

@@ -133,6 +133,48 @@ def test_a_model_that_sets_grad_mode_itself_gets_the_full_graph():
     torch.testing.assert_close(got, expected.detach(), rtol=1e-12, atol=1e-12)
 
 
+class InferenceArg(nn.Module):
+    """Uses a second argument before the layer ``act`` (``early``) or after it."""
+
+    def __init__(self, early: bool):
+        super().__init__()
+        self.early = early
+        self.first = nn.Bilinear(4, 3, 6) if early else nn.Linear(4, 6)
+        self.act = nn.Tanh()
+        self.last = nn.Linear(6, 2) if early else nn.Bilinear(6, 3, 2)
+
+    def forward(self, x, other):
+        h = self.act(self.first(x, other) if self.early else self.first(x))
+        return self.last(h) if self.early else self.last(h, other)
+
+
+WITH_ARG = {
+    "layer_gradient_x_activation": lambda net, x, a: attrfx.layer_gradient_x_activation(
+        net, "act", x, target=0, additional_forward_args=a),
+    "layer_conductance": lambda net, x, a: attrfx.layer_conductance(net, "act", x, target=0, n_steps=4,
+                                                                    additional_forward_args=a),
+    "neuron_gradient": lambda net, x, a: attrfx.neuron_gradient(net, "act", x, 1, additional_forward_args=a),
+    "neuron_conductance": lambda net, x, a: attrfx.neuron_conductance(net, "act", x, 1, target=0, n_steps=4,
+                                                                      additional_forward_args=a),
+    "neuron_guided_backprop": lambda net, x, a: attrfx.neuron_guided_backprop(net, "act", x, 1,
+                                                                              additional_forward_args=a),
+    "neuron_deeplift": lambda net, x, a: attrfx.neuron_deeplift(net, "act", x, 1, additional_forward_args=a),
+}
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["before-the-layer", "after-the-layer"])
+@pytest.mark.parametrize("method", sorted(WITH_ARG))
+def test_an_inference_tensor_argument_gives_the_same_result(method, early):
+    """Autograd cannot save a tensor made under ``torch.inference_mode``; the call falls back to torch.func."""
+    torch.manual_seed(0)
+    net = InferenceArg(early).double().eval()
+    x, other = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    with torch.inference_mode():
+        frozen = other.clone()
+    expected = WITH_ARG[method](net, x, other)
+    torch.testing.assert_close(WITH_ARG[method](net, x, frozen), expected, rtol=0, atol=0)
+
+
 def test_inference_mode_tensors_fall_back_to_torch_func():
     torch.manual_seed(0)
     net, x = nn.Bilinear(4, 3, 2).double(), torch.randn(5, 4, dtype=torch.float64)
