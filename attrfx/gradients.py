@@ -139,7 +139,8 @@ def vmap_suits(model: Callable, k: int, hs: Activation) -> bool:
             and all(isinstance(m, nn.Linear) for m in model.modules() if next(m.parameters(False), None) is not None))
 
 
-def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched: bool) -> tuple[Tensor, ...]:
+def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched: bool,
+                 each: Optional[Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]] = None) -> tuple[Tensor, ...]:
     """``∂n_k/∂x = pull(∂(Σ_rows n_k)/∂h)`` for each neuron: ``[K, N, ...]`` per input.
 
     ``pull`` is the :func:`vjp` of ``x ↦ h`` (one forward pass, shared by all K
@@ -147,19 +148,22 @@ def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched:
     (:func:`neuron_cotangent`), so its backward pass carries that neuron alone.
     With ``batched`` (:func:`vmap_suits`) the K cotangents are pulled back in
     one batched pass; otherwise one after another, so intermediates are one
-    backward pass's. The last pass frees the graph.
+    backward pass's. The last pass frees the graph. ``each`` maps every block of
+    gradients (``[k, N, ...]`` per input; k = K batched, else 1) as soon as it is
+    pulled back, e.g. integrates it, so the K gradients are never held together.
 
     Example:
         >>> hs, pull = vjp(lambda x: (2 * x,), torch.randn(3, 2))
         >>> pull_neurons(pull, [IndexNeuron((slice(None), 1), False)], hs, False)[0][0].tolist()
         [[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]]
     """
-    k = len(neurons)
+    k, each = len(neurons), each or (lambda block: block)
     if batched:
         cotangents = [neuron_cotangent(n, hs) for n in neurons]
-        return pull(tuple(torch.stack(c) for c in zip(*cotangents)), retain_graph=False, batched=True)
-    grads = [pull(neuron_cotangent(n, hs), retain_graph=i < k - 1) for i, n in enumerate(neurons)]
-    return tuple(torch.stack(g) for g in zip(*grads))
+        return each(pull(tuple(torch.stack(c) for c in zip(*cotangents)), retain_graph=False, batched=True))
+    blocks = [each(tuple(g[None] for g in pull(neuron_cotangent(n, hs), retain_graph=i < k - 1)))
+              for i, n in enumerate(neurons)]
+    return tuple(torch.cat(b) for b in zip(*blocks))
 
 
 def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
@@ -197,8 +201,8 @@ def stack_values(neurons: Sequence[Neuron], hs: Activation) -> Tensor:
 
 
 def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
-                       args: tuple, *, at_input: bool = False) -> tuple[Tensor, ...]:
-    """``∂n_k/∂x`` for each neuron k and input x: tensors ``[K, N, ...]``.
+                       args: tuple, *, at_input: bool = False, each: Optional[Callable] = None) -> tuple[Tensor, ...]:
+    """``∂n_k/∂x`` for each neuron k and input x: tensors ``[K, N, ...]`` (``each``: see :func:`pull_neurons`).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
@@ -206,19 +210,21 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
         >>> torch.equal(g[0, 0], net[0].weight[1])
         True
     """
-    return neuron_input_grads_and_values(model, layer, neurons, xs, args, at_input=at_input)[0]
+    return neuron_input_grads_and_values(model, layer, neurons, xs, args, at_input=at_input, each=each)[0]
 
 
 def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
-                                  args: tuple, *, at_input: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
+                                  args: tuple, *, at_input: bool = False,
+                                  each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor]:
     """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
     hs, pull = vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
-    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs)), stack_values(neurons, hs)
+    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs), each), stack_values(neurons, hs)
 
 
 def first_neuron_input_grads(model: Callable, layer: nn.Module,
                              learn: Callable[[list[Activation], bool, int], Sequence[Neuron]], xs: Sequence[Tensor],
-                             args: tuple, rows: Optional[int] = None) -> tuple[Tensor, ...]:
+                             args: tuple, rows: Optional[int] = None,
+                             each: Optional[Callable] = None) -> tuple[Tensor, ...]:
     """:func:`neuron_input_grads` for neurons not yet known: ``learn(runs, counted, n)`` gives them from this
     pass over ``n`` rows (``rows``, when ``model`` runs on other rows than the ``xs`` it is given).
 
@@ -233,7 +239,7 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
 
     hs, pull, runs = vjp(forward, *xs, has_aux=True)
     neurons = learn(runs, counted[0], rows or xs[0].shape[0])
-    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
+    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs), each)
 
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,

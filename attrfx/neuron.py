@@ -80,16 +80,17 @@ class NeuronProblem(NamedTuple):
     def neurons(self) -> list[Neuron]:
         return self.site.neurons
 
-    def input_grads(self, points: tuple[Tensor, ...], times: int = 1, *, through: Optional[Callable] = None,
-                    rows: Optional[int] = None) -> tuple[Tensor, ...]:
+    def input_grads(self, points: tuple[Tensor, ...], times: int = 1, each: Optional[Callable] = None, *,
+                    through: Optional[Callable] = None, rows: Optional[int] = None) -> tuple[Tensor, ...]:
         """``∂n_k/∂x`` at ``points``, which stack ``times`` copies of the batch (the first call of a deferred
-        site learns the neurons from its pass). ``through``: a function of the points (and arguments) that
-        runs the model on ``rows`` rows, in place of the model."""
+        site learns the neurons from its pass). ``each`` maps each block of neurons' gradients as it is
+        pulled back (:func:`~attrfx.gradients.pull_neurons`). ``through``: a function of the points (and
+        arguments) that runs the model on ``rows`` rows, in place of the model."""
         args, model = repeat_args(self.args, self.n_examples, times), through or self.model
         if self.neurons is None:
             return first_neuron_input_grads(model, self.layer, functools.partial(self.site.learn, self), points,
-                                            args, rows=rows)
-        return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input)
+                                            args, rows=rows, each=each)
+        return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input, each=each)
 
     def result(self, values: tuple[Tensor, ...]) -> Inputs:
         """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
@@ -211,7 +212,7 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
     rule = get_rule(method, n_steps)
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
     with Progress("neuron_integrated_gradients", -(-len(rule) // chunk), enabled=show_progress) as bar:
-        total = integrate_path(bar.counting(p.input_grads), p.xs, bs, rule, chunk)
+        total = integrate_path(bar.counting(p.input_grads), p.xs, bs, rule, chunk, weighs=True)
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
 
 

@@ -65,11 +65,16 @@ def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: 
         >>> round(integrate(g, gausslegendre(3), chunk=2)[0].item(), 6)
         0.333333
     """
+    return _sum_over_chunks(lambda nodes: [weighted_sum(nodes.weights, v, axis) for v in integrand(nodes)],
+                            rule, chunk)
+
+
+def _sum_over_chunks(weighed: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int) -> tuple[Tensor, ...]:
+    """``Σ`` over chunks of ``rule`` of ``weighed(nodes)``, each chunk's own weighted sum."""
     total: Optional[list[Tensor]] = None
     for start in range(0, len(rule), chunk):
-        nodes = rule.slice(start, start + chunk)
-        parts = [weighted_sum(nodes.weights, v, axis) for v in integrand(nodes)]
-        total = parts if total is None else [t.add_(p) for t, p in zip(total, parts)]
+        parts = weighed(rule.slice(start, start + chunk))
+        total = list(parts) if total is None else [t.add_(p) for t, p in zip(total, parts)]
     assert total is not None
     return tuple(total)
 
@@ -89,13 +94,16 @@ def weighted_sum(weights: Tensor, values: Tensor, axis: int) -> Tensor:
     return (weights.to(values.dtype).to(values.device) @ flat).reshape(lead + rest)
 
 
-def integrate_path(grads_at: Callable[[tuple[Tensor, ...], int], Sequence[Tensor]], xs: Sequence[Tensor],
-                   bs: Sequence[Tensor], rule: Rule, chunk: int, path: Path = straight_line) -> tuple[Tensor, ...]:
+def integrate_path(grads_at: Callable[..., Sequence[Tensor]], xs: Sequence[Tensor], bs: Sequence[Tensor], rule: Rule,
+                   chunk: int, path: Path = straight_line, *, weighs: bool = False) -> tuple[Tensor, ...]:
     """``Σₛ wₛ·g(γ(αₛ))`` for a gradient-like ``g`` evaluated on path points.
 
     The ``s`` points of a chunk are folded into one batch ``[s·B, ...]``;
     ``grads_at(points, s)`` returns tensors ``[K, s·B, ...]``; the result is
-    ``[K, B, ...]``.
+    ``[K, B, ...]``. With ``weighs``, ``grads_at(points, s, weigh)`` returns
+    ``weigh(values)`` itself — the chunk's weighted sum, ``[k, B, ...]`` from
+    ``[k, s·B, ...]`` — and may apply it to each block of K as it is computed,
+    so the K full-size gradients are never held together.
 
     Example:
         >>> from attrfx.quadrature import riemann_middle
@@ -103,15 +111,23 @@ def integrate_path(grads_at: Callable[[tuple[Tensor, ...], int], Sequence[Tensor
         >>> g = lambda pts, s: (2 * pts[0][None],)   # d/dx x², K = 1
         >>> integrate_path(g, (x,), (torch.zeros(()),), riemann_middle(4), chunk=4)[0]
         tensor([[[2.]]])
+        >>> integrate_path(lambda pts, s, weigh: weigh(g(pts, s)), (x,), (torch.zeros(()),), riemann_middle(4),
+        ...                chunk=4, weighs=True)[0]
+        tensor([[[2.]]])
     """
     n = xs[0].shape[0]
 
-    def integrand(nodes: Rule) -> tuple[Tensor, ...]:
+    def weighed(nodes: Rule) -> tuple[Tensor, ...]:
         s = len(nodes)
         points = tuple(fold(p) for p in path(xs, bs, nodes.alphas))
-        return tuple(v.reshape((v.shape[0], s, n) + tuple(v.shape[2:])) for v in grads_at(points, s))
 
-    return integrate(integrand, rule, chunk, axis=1)
+        def weigh(values: Sequence[Tensor]) -> tuple[Tensor, ...]:
+            return tuple(weighted_sum(nodes.weights, v.reshape((v.shape[0], s, n) + tuple(v.shape[2:])), 1)
+                         for v in values)
+
+        return grads_at(points, s, weigh) if weighs else weigh(grads_at(points, s))
+
+    return _sum_over_chunks(weighed, rule, chunk)
 
 
 def integrate_differences(evaluate: Callable[[Tensor], tuple[Sequence[Tensor], Sequence[Tensor]]],
