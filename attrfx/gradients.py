@@ -140,7 +140,8 @@ def vmap_suits(model: Callable, k: int, hs: Activation) -> bool:
 
 
 def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched: bool,
-                 each: Optional[Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]] = None) -> tuple[Tensor, ...]:
+                 each: Optional[Callable[[tuple[Tensor, ...], slice], tuple[Tensor, ...]]] = None
+                 ) -> tuple[Tensor, ...]:
     """``∂n_k/∂x = pull(∂(Σ_rows n_k)/∂h)`` for each neuron: ``[K, N, ...]`` per input.
 
     ``pull`` is the :func:`vjp` of ``x ↦ h`` (one forward pass, shared by all K
@@ -148,20 +149,22 @@ def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched:
     (:func:`neuron_cotangent`), so its backward pass carries that neuron alone.
     With ``batched`` (:func:`vmap_suits`) the K cotangents are pulled back in
     one batched pass; otherwise one after another, so intermediates are one
-    backward pass's. The last pass frees the graph. ``each`` maps every block of
-    gradients (``[k, N, ...]`` per input; k = K batched, else 1) as soon as it is
-    pulled back, e.g. integrates it, so the K gradients are never held together.
+    backward pass's. The last pass frees the graph. ``each(block, ks)`` maps every
+    block of gradients (``[k, N, ...]`` per input, of the neurons ``ks``: all K
+    batched, else one) as soon as it is pulled back, e.g. integrates it, so the K
+    gradients are never held together.
 
     Example:
         >>> hs, pull = vjp(lambda x: (2 * x,), torch.randn(3, 2))
         >>> pull_neurons(pull, [IndexNeuron((slice(None), 1), False)], hs, False)[0][0].tolist()
         [[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]]
     """
-    k, each = len(neurons), each or (lambda block: block)
+    k, each = len(neurons), each or (lambda block, ks: block)
     if batched:
         cotangents = [neuron_cotangent(n, hs) for n in neurons]
-        return each(pull(tuple(torch.stack(c) for c in zip(*cotangents)), retain_graph=False, batched=True))
-    blocks = [each(tuple(g[None] for g in pull(neuron_cotangent(n, hs), retain_graph=i < k - 1)))
+        return each(pull(tuple(torch.stack(c) for c in zip(*cotangents)), retain_graph=False, batched=True),
+                    slice(0, k))
+    blocks = [each(tuple(g[None] for g in pull(neuron_cotangent(n, hs), retain_graph=i < k - 1)), slice(i, i + 1))
               for i, n in enumerate(neurons)]
     return tuple(torch.cat(b) for b in zip(*blocks))
 
@@ -283,18 +286,21 @@ def first_layer_grads_and_output(model: Callable, layers: Sequence[nn.Module], x
 
 
 def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor], args: tuple,
-                      target: Target) -> tuple[tuple[Tensor, ...], Tensor]:
+                      target: Target, each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor]:
     """``(∂n_k/∂x, ∂F/∂n_k)`` from one forward pass: ``[K, N, ...]`` per input, and ``[K, N]``.
 
     ``∂F/∂n_k`` is the selector applied to ``∂F/∂h`` (exact for one neuron; the
-    sum of the neurons' gradients for a slice).
+    sum of the neurons' gradients for a slice). ``each(block, rates)`` maps each
+    block of ``∂n_k/∂x`` with its neurons' ``∂F/∂n_k`` as it is pulled back
+    (:func:`pull_neurons`).
     """
-    input_grads, rates, _ = conductance_grads_and_values(model, site, neurons, xs, args, target)
+    input_grads, rates, _ = conductance_grads_and_values(model, site, neurons, xs, args, target, each)
     return input_grads, rates
 
 
 def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor],
-                                 args: tuple, target: Target) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+                                 args: tuple, target: Target,
+                                 each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
     """:func:`conductance_grads` with the neuron values ``n_k`` ``[K, N]`` of the same forward pass."""
     n = xs[0].shape[0]
 
@@ -310,6 +316,7 @@ def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequ
     # ∂F/∂h first: that pass frees what the model after the layer saved before the K passes
     # through the prefix run, so peak memory is the larger of the two, not their sum
     hs, pull, layer_grad = vjp(activation, *xs, has_aux=True)
-    values = stack_values(neurons, hs)
-    input_grads = pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs))
-    return input_grads, stack_values(neurons, layer_grad), values
+    values, rates = stack_values(neurons, hs), stack_values(neurons, layer_grad)
+    per_block = None if each is None else (lambda block, ks: each(block, rates[ks]))
+    input_grads = pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs), per_block)
+    return input_grads, rates, values

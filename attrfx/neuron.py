@@ -87,10 +87,12 @@ class NeuronProblem(NamedTuple):
         pulled back (:func:`~attrfx.gradients.pull_neurons`). ``through``: a function of the points (and
         arguments) that runs the model on ``rows`` rows, in place of the model."""
         args, model = repeat_args(self.args, self.n_examples, times), through or self.model
+        per_block = None if each is None else (lambda block, ks: each(block))
         if self.neurons is None:
             return first_neuron_input_grads(model, self.layer, functools.partial(self.site.learn, self), points,
-                                            args, rows=rows, each=each)
-        return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input, each=each)
+                                            args, rows=rows, each=per_block)
+        return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input,
+                                  each=per_block)
 
     def result(self, values: tuple[Tensor, ...]) -> Inputs:
         """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
@@ -252,15 +254,19 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
                                multiply_by_inputs, return_convergence_delta)
     rule = get_rule(method, n_steps)
 
-    def flow_at(points, times):
-        grads, rates = conductance_grads(p.model, p.info, p.neurons, points,
-                                         repeat_args(p.args, p.n_examples, times), target.repeat(times))
-        return tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
+    def flow_at(points, times, weigh):
+        return conductance_grads(p.model, p.info, p.neurons, points, repeat_args(p.args, p.n_examples, times),
+                                 target.repeat(times), each=lambda block, rates: weigh(_flows(block, rates)))[0]
 
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
     with Progress("neuron_conductance", -(-len(rule) // chunk), enabled=show_progress) as bar:
-        total = integrate_path(bar.counting(flow_at), p.xs, bs, rule, chunk)
+        total = integrate_path(bar.counting(flow_at), p.xs, bs, rule, chunk, weighs=True)
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
+
+
+def _flows(grads: tuple[Tensor, ...], rates: Tensor) -> tuple[Tensor, ...]:
+    """``∂F/∂n_k · ∂n_k/∂x``: input gradients ``[k, rows, ...]`` times their neurons' rates ``[k, rows]``."""
+    return tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
 
 
 def _auto_requested(n_steps: Any, return_convergence_delta: Any) -> bool:
@@ -292,7 +298,7 @@ def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name:
             flows = grads
         else:
             grads, rates, at = conductance_grads_and_values(p.model, p.info, p.neurons, points, args, rows_target)
-            flows = tuple(g * rates.reshape(rates.shape + (1,) * (g.dim() - 2)) for g in grads)
+            flows = _flows(grads, rates)
         speed = sum((g * d[examples]).reshape(g.shape[0], g.shape[1], -1).sum(2) for g, d in zip(grads, diffs))
         return speed, at, flows
 
