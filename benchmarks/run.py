@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.run            # full run (~15 min on an idle 2-core CPU machine)
     .venv/bin/python -m benchmarks.run --quick    # a smoke run (< 2 min): n_steps=10, 1 repetition, no K / memory
     .venv/bin/python -m benchmarks.run --device cuda
-    .venv/bin/python -m benchmarks.run --only layer_gradcam/cnn/late,neuron_gradient/mlp --sections main,k \
-        --no-memory --out /tmp/bench                # re-measure single rows (keeps benchmarks/RESULTS.md)
+    # re-measure single rows into another folder (benchmarks/RESULTS.md stays as it is):
+    .venv/bin/python -m benchmarks.run --only layer_gradcam/cnn/late,neuron_gradient/mlp --sections main,k --no-memory --out /tmp/bench
 
 Times are medians of interleaved repetitions (attrfx, Captum, floor in
 rotating order) in this one process, after one warm-up call each, with
