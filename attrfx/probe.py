@@ -171,6 +171,11 @@ def _as_tensors(value: Any, what: str) -> tuple[Activation, type]:
                            f"to attribute at it; got {type(value).__name__}.")
 
 
+def _packed(items: list[Tensor], kind: type) -> Any:
+    """``items`` back in the form a module gave them: one tensor, or a tuple / list of ``kind``."""
+    return items[0] if kind is Tensor or issubclass(kind, Tensor) else kind(items)
+
+
 @contextlib.contextmanager
 def _hooked(module: nn.Module, at_input: bool, fn: Callable[[Any], Any]) -> Iterator[None]:
     """Call ``fn(activation)`` on ``module``'s output (or input) in this thread; replace it by the result."""
@@ -238,7 +243,7 @@ def forward_counting_runs(model: Callable, layer: nn.Module, xs: Sequence[Tensor
             return None
         torch.set_grad_enabled(False)  # the rest of the pass; restored below
         empty = [h.detach()[:0] for h in hs]
-        return empty[0] if kind is Tensor else kind(empty)
+        return _packed(empty, kind)
 
     try:
         with _hooked(layer, False, take):
@@ -282,16 +287,17 @@ def forward_with_probe(model: Callable, sites: Sequence[LayerInfo], xs: Sequence
         xs, lambda record: _probed_pass(model, sites, xs, args, deltas, cut, record))
 
 
-def forward_with_output_probe(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
-                              *, cut: bool = False) -> tuple[list[list[Activation]], list[Activation], Any]:
+def forward_with_output_probe(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor],
+                              args: tuple) -> tuple[list[list[Activation]], list[Activation], Any]:
     """Plain autograd: the model with each layer's output ``h`` replaced by ``h + δ`` on the layer's first run.
 
     Each ``δ`` is a zero tensor that requires grad, made at that run, so no
     inspection pass is needed to learn its shape. Returns ``(runs, deltas,
     output)``: per layer the activation (before ``δ``) of every run — to check
     the layers after the pass (:func:`site_info`) — and its ``δ`` (empty for a
-    non-floating-point output, which gets none). ``cut`` and the graph recorded
-    only from the first ``δ`` on are as in :func:`forward_with_probe`.
+    non-floating-point output, which gets none). As in :func:`forward_with_probe`,
+    the graph is recorded only from the first ``δ`` on where nothing before it
+    can be differentiated.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
@@ -299,10 +305,10 @@ def forward_with_output_probe(model: Callable, layers: Sequence[nn.Module], xs: 
         >>> len(runs[0]), deltas[0][0].shape, out.requires_grad
         (1, torch.Size([4, 3]), True)
     """
-    return _graph_from_first_probe(xs, lambda record: _output_probed_pass(model, layers, xs, args, cut, record))
+    return _graph_from_first_probe(xs, lambda record: _output_probed_pass(model, layers, xs, args, record))
 
 
-def _output_probed_pass(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple, cut: bool,
+def _output_probed_pass(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
                         graph_from_probe: bool) -> tuple[list[list[Activation]], list[Activation], Any]:
     runs: list[list[Activation]] = [[] for _ in layers]
     deltas: list[Activation] = [() for _ in layers]
@@ -316,8 +322,8 @@ def _output_probed_pass(model: Callable, layers: Sequence[nn.Module], xs: Sequen
                 return None
             record.start()
             deltas[i] = tuple(torch.zeros_like(h, requires_grad=True) for h in hs)
-            shifted = [(h.detach() if cut else h) + d for h, d in zip(hs, deltas[i])]
-            return shifted[0] if kind is Tensor else kind(shifted)
+            shifted = [h + d for h, d in zip(hs, deltas[i])]
+            return _packed(shifted, kind)
         return shift
 
     with contextlib.ExitStack() as stack:
@@ -401,7 +407,7 @@ def _editor(edits: list[tuple[Source, list[tuple[int, int]]]], shift: Callable) 
         for source, targets in edits:
             if source.call == run:
                 items[source.index] = shift(items[source.index], targets)
-        return items[0] if isinstance(value, Tensor) else type(value)(items)
+        return _packed(items, type(value))
 
     return edit
 
