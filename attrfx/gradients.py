@@ -66,11 +66,11 @@ def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     """
     if transformed():
         return _func_vjp(fn, primals, has_aux)
-    flat, spec = tree_flatten(primals)
+    flat, spec = _flatten(primals)
     leaves = [p.detach().requires_grad_() for p in flat]
     try:
         with torch.enable_grad():
-            result = fn(*tree_unflatten(leaves, spec))
+            result = fn(*_unflatten(leaves, spec))
     except RuntimeError as err:
         if not inference_tensors_refused(err):
             raise
@@ -78,10 +78,26 @@ def vjp(fn: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     out, aux = result if has_aux else (result, None)
 
     def pull(cotangents: Any, retain_graph: bool = True, batched: bool = False) -> tuple[Any, ...]:
-        return tree_unflatten(grads_or_zeros(tree_flatten(out)[0], leaves, tree_flatten(cotangents)[0],
-                                             retain_graph=retain_graph, batched=batched), spec)
+        return _unflatten(grads_or_zeros(_flatten(out)[0], leaves, _flatten(cotangents)[0],
+                                         retain_graph=retain_graph, batched=batched), spec)
 
     return (out, pull, aux) if has_aux else (out, pull)
+
+
+def _flatten(tree: Any) -> tuple[list, Any]:
+    """``tree_flatten``, without the pytree walk for a tensor or a tuple of tensors (spec ``None``: a tuple)."""
+    if isinstance(tree, Tensor):
+        return [tree], _ONE_TENSOR
+    if type(tree) is tuple and all(isinstance(t, Tensor) for t in tree):
+        return list(tree), None
+    return tree_flatten(tree)
+
+
+_ONE_TENSOR = tree_flatten(torch.empty(0))[1]
+
+
+def _unflatten(leaves: list, spec: Any) -> Any:
+    return tuple(leaves) if spec is None else tree_unflatten(leaves, spec)
 
 
 def inference_tensors_refused(err: RuntimeError) -> bool:

@@ -50,18 +50,23 @@ class Source(NamedTuple):
 class LayerInfo(NamedTuple):
     """What one inspection pass learned about a layer's activation (a probe site).
 
-    ``module``: the layer; ``name``: how errors refer to it; ``shapes`` and
+    ``module``: the layer; ``model``: the model it is in; ``shapes`` and
     ``dtypes``: per-example shape and dtype of each activation tensor;
     ``is_tuple``: whether the layer gives several tensors (a selector callable
     then receives a tuple); ``sources``: where each tensor is made.
     """
 
     module: nn.Module
-    name: str
+    model: Callable
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[torch.dtype, ...]
     is_tuple: bool
     sources: tuple[Source, ...]
+
+    @property
+    def name(self) -> str:
+        """How errors refer to the layer (found only then: a walk over the model's modules)."""
+        return layer_name(self.model, self.module)
 
 
 def transformed() -> bool:
@@ -502,19 +507,19 @@ def site_info(model: Callable, layer: nn.Module, runs: Sequence[Activation], n: 
     Raises a clear error unless the layer ran exactly once with the example
     dimension first; ``sources`` default to the layer's own output.
     """
-    name = layer_name(model, layer)
     if len(runs) != 1:
         what = "did not run" if not runs else f"ran {len(runs)} times"
         raise bad_value("layer", "a module that runs exactly once per forward pass",
-                        f"layer {name}, which {what} in one forward pass")
+                        f"layer {layer_name(model, layer)}, which {what} in one forward pass")
     hs = runs[0]
     for h in hs:
         if h.dim() == 0 or h.shape[0] != n:
             raise bad_value("layer", "a layer whose activation has the example dimension first",
-                            f"layer {name} with activation shape {tuple(h.shape)} for {n} example(s)")
+                            f"layer {layer_name(model, layer)} with activation shape {tuple(h.shape)} for {n} "
+                            "example(s)")
     if sources is None:
         sources = tuple(Source("output", layer, 0, j) for j in range(len(hs)))
-    return LayerInfo(layer, name, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
+    return LayerInfo(layer, model, tuple(tuple(h.shape[1:]) for h in hs), tuple(h.dtype for h in hs),
                      len(hs) > 1, sources)
 
 
