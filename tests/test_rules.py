@@ -46,6 +46,28 @@ def _plain_grad(fn):
     return grad
 
 
+FUNCTION_RULES = {  # every rule made of an autograd.Function, with a module and an input of [input; reference] rows
+    "deconv": (rules.deconv_relu, nn.ReLU(), (4, 3)),
+    "rescale": (rules.rescale, nn.ReLU(), (4, 3)),
+    "softmax": (rules.rescale_softmax, nn.Softmax(dim=1), (4, 3)),
+    "maxpool": (rules.rescale_maxpool, nn.MaxPool1d(2), (4, 2, 6)),
+}
+
+
+@pytest.mark.parametrize("name", FUNCTION_RULES)
+def test_function_rules_agree_on_plain_autograd_and_under_torch_func(name):
+    """Plain autograd takes a shorter ``apply`` than ``torch.func``: both give the same gradient."""
+    rule, module, shape = FUNCTION_RULES[name]
+    both = randn(*shape, seed=3)
+    weights = randn(*module(both).shape, seed=4)
+
+    def explained(t):
+        return (rule(module, t, module(t)) * weights).sum()
+
+    torch.testing.assert_close(_plain_grad(explained)(both), torch.func.grad(explained)(both), rtol=0, atol=0)
+    assert not torch.equal(_plain_grad(explained)(both), torch.func.grad(lambda t: (module(t) * weights).sum())(both))
+
+
 @pytest.mark.parametrize("grad", [torch.func.grad, _plain_grad], ids=["torch.func", "autograd"])
 def test_epsilon_fallback_keeps_the_ordinary_gradient(grad):
     both = torch.tensor([0.7, -0.3, 0.7, 0.5], dtype=torch.float64)       # Δx = 0 for the first unit
