@@ -182,7 +182,7 @@ def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched:
                     slice(0, k))
     blocks = [each(tuple(g[None] for g in pull(neuron_cotangent(n, hs), retain_graph=i < k - 1)), slice(i, i + 1))
               for i, n in enumerate(neurons)]
-    return tuple(torch.cat(b) for b in zip(*blocks))
+    return blocks[0] if k == 1 else tuple(torch.cat(b) for b in zip(*blocks))
 
 
 def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:

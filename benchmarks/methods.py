@@ -140,16 +140,22 @@ def _stacked(values: list[Tensor], many: bool) -> Tensor:
     return torch.stack(values) if many else values[0]
 
 
-def floor_neuron_grad(model, layer, sel, x):
-    """One forward to the layer, one backward per neuron (``sel`` a list: K neurons, K backward passes)."""
+def neuron_grads(model, layer, sel) -> Callable[[Tensor], Tensor]:
+    """``x ↦ ∂n/∂x``: one forward to the layer, one backward per neuron (``sel`` a list: K neurons, K passes)."""
     picks, many = _picks(sel)
 
-    def run():
+    def grads(x):
         xg = x.detach().requires_grad_()
         h = prefix(model, layer, xg)
         return _stacked(_each(picks, lambda p, keep: torch.autograd.grad(p(h).sum(), xg, retain_graph=keep)[0]),
                         many)
-    return run
+    return grads
+
+
+def floor_neuron_grad(model, layer, sel, x):
+    """:func:`neuron_grads` at ``x``."""
+    grads = neuron_grads(model, layer, sel)
+    return lambda: grads(x)
 
 
 class _FloorRescale(torch.autograd.Function):
@@ -195,19 +201,41 @@ FLOOR_RULES = {"guided": _floor_guided, "deconv": _FloorDeconv.apply, "rescale":
 """The rule-based methods' ReLU rules for the floor, ``(x, y) -> y'``: the rule's own work, nothing else."""
 
 
-def floor_neuron_ruled(model, layer, sel, rows, rule: str):
-    """:func:`floor_neuron_grad` on ``rows`` with every ReLU under ``FLOOR_RULES[rule]``."""
-    grad, fn = floor_neuron_grad(model, layer, sel, rows), FLOOR_RULES[rule]
-    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+def under_rule(model, run: Callable[[], Tensor], rule: str) -> Callable[[], Tensor]:
+    """``run`` with every ReLU of ``model`` under ``FLOOR_RULES[rule]``."""
+    fn, relus = FLOOR_RULES[rule], [m for m in model.modules() if isinstance(m, nn.ReLU)]
 
-    def run():
+    def ruled():
         handles = [m.register_forward_hook(lambda mod, inp, out: fn(inp[0], out)) for m in relus]
         try:
-            return grad()
+            return run()
         finally:
             for handle in handles:
                 handle.remove()
-    return run
+    return ruled
+
+
+def floor_neuron_ruled(model, layer, sel, x, rule: str):
+    """:func:`floor_neuron_grad` with every ReLU under ``FLOOR_RULES[rule]``."""
+    return under_rule(model, floor_neuron_grad(model, layer, sel, x), rule)
+
+
+def floor_neuron_deeplift(model, layer, sel, x, baselines):
+    """DeepLift against each of the M ``baselines`` (``[M, ...]``), averaged: ``mean_j (x − b_j)·∂ʳn/∂x``.
+
+    The rows ``[x tiled M times; each baseline repeated per example]`` are made,
+    run once under the rescale rule, and combined inside the timed call.
+    """
+    grads, n, m = neuron_grads(model, layer, sel), x.shape[0], baselines.shape[0]
+
+    def run():
+        xs = x if m == 1 else x.repeat((m,) + (1,) * (x.dim() - 1))
+        bs = baselines.expand_as(x) if m == 1 else baselines.repeat_interleave(n, 0)
+        g = grads(torch.cat([xs, bs]))
+        d = g.dim() - x.dim()  # 1 for a list of neurons
+        attr = g.narrow(d, 0, m * n) * (xs - bs)
+        return attr if m == 1 else attr.unflatten(d, (m, n)).mean(d)
+    return under_rule(model, run, "rescale")
 
 
 def floor_neuron_path(model, layer, sel, x, n_steps):
@@ -339,18 +367,16 @@ def _neuron_gradient_shap(case, name, module, sel, s, fz):
 
 def _neuron_deeplift(case, name, module, sel, s, fz):
     m, x = case.model, case.inputs
-    both = torch.cat([x, torch.zeros_like(x)])
     return Calls(lambda: attrfx.neuron_deeplift(m, name, x, sel),
                  lambda: _captum().NeuronDeepLift(m, module).attribute(x, sel),
-                 floor_neuron_ruled(fz, fz.get_submodule(name), sel, both, "rescale"))
+                 floor_neuron_deeplift(fz, fz.get_submodule(name), sel, x, torch.zeros_like(x[:1])))
 
 
 def _neuron_deeplift_shap(case, name, module, sel, s, fz):
     m, x, dist = case.model, case.inputs, _distribution(case, s)
-    rows = torch.cat([x.repeat_interleave(dist.shape[0], 0), dist.repeat((x.shape[0],) + (1,) * (x.dim() - 1))])
     return Calls(lambda: attrfx.neuron_deeplift_shap(m, name, x, sel, dist),
                  lambda: _captum().NeuronDeepLiftShap(m, module).attribute(x, sel, dist),
-                 floor_neuron_ruled(fz, fz.get_submodule(name), sel, rows, "rescale"))
+                 floor_neuron_deeplift(fz, fz.get_submodule(name), sel, x, dist))
 
 
 def _neuron_feature_ablation(case, name, module, sel, s, fz):

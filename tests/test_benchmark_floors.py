@@ -1,9 +1,10 @@
 """The benchmark's floor for a rule-based method computes that method's result.
 
 The floor is the least plain-autograd work a method needs; for guided
-backpropagation, deconvolution and DeepLift that includes the rule at every
-ReLU (``benchmarks.methods.FLOOR_RULES``). Were the rule left out, the floor
-would time a different computation.
+backpropagation, deconvolution, DeepLift and DeepLiftSHAP that includes the
+rule at every ReLU (``benchmarks.methods.FLOOR_RULES``) and, for the DeepLift
+pair, making the input-baseline rows and combining their multipliers. Were
+any of it left out, the floor would time a different computation.
 """
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from benchmarks import methods, models
 
-RULE_METHODS = ["neuron_guided_backprop", "neuron_deconvolution", "neuron_deeplift"]
+RULE_METHODS = ["neuron_guided_backprop", "neuron_deconvolution", "neuron_deeplift", "neuron_deeplift_shap"]
 
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
@@ -23,10 +24,7 @@ def case(request):
 @pytest.mark.parametrize("method", RULE_METHODS)
 def test_rule_floor_computes_the_method(case, where, method):
     calls = methods.calls(method, case, where)
-    floor = calls.floor()
-    if method == "neuron_deeplift":          # multipliers of the [inputs; zero baselines] rows, times the inputs
-        floor = floor[:case.inputs.shape[0]] * case.inputs
-    torch.testing.assert_close(calls.attrfx(), floor, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(calls.attrfx(), calls.floor(), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("method", RULE_METHODS[:2])
