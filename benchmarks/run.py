@@ -53,9 +53,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fns: dict[str, Callable], reps: int, device: str, warm: bool = True) -> dict[str, float]:
-    """Median (and minimum, ``min_…``) seconds per callable: one warm-up each, then ``reps`` interleaved
-    rounds (order rotating)."""
+def timed(fns: dict[str, Callable], reps: int, device: str, warm: bool = True, inner: int = 1) -> dict[str, float]:
+    """Median (and minimum, ``min_…``) seconds per call: one warm-up each, then ``reps`` interleaved
+    rounds (order rotating), each timing ``inner`` calls in a row (for calls too short to time one by one)."""
     names = list(fns)
     for n in names if warm else []:
         fns[n]()
@@ -63,12 +63,25 @@ def timed(fns: dict[str, Callable], reps: int, device: str, warm: bool = True) -
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps):
         for n in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[n]
             _sync(device)
             t0 = time.perf_counter()
-            fns[n]()
+            for _ in range(inner):
+                fn()
             _sync(device)
-            times[n].append(time.perf_counter() - t0)
+            times[n].append((time.perf_counter() - t0) / inner)
     return {**{n: statistics.median(v) for n, v in times.items()}, **{f"min_{n}": min(v) for n, v in times.items()}}
+
+
+SHORT_CALL_S = 0.01
+"""Calls under this are timed in loops that last about this long per repetition."""
+
+
+def repetitions(reps: int, t_floor: float) -> tuple[int, int]:
+    """``(rounds, calls per round)`` for a row whose floor took ``t_floor`` s: calls under 0.1 s get up to
+    30 rounds, and calls under :data:`SHORT_CALL_S` are looped so a round lasts about that long (one
+    call of 0.3 ms is at the mercy of the timer and of whatever ran just before it)."""
+    return max(reps, min(30, int(0.3 / max(t_floor, 1e-4)))), max(1, int(SHORT_CALL_S / max(t_floor, 1e-5)))
 
 
 def max_diff(a, b) -> float:
@@ -205,9 +218,9 @@ def main_table(methods: list[str], models: list[str], reps: int, device: str, se
                     same = not isinstance(a, tuple) and a.shape == f.shape and spec.compare != "sampling"
                     row["floor_check"] = max_diff(a, f) if same else None     # the floor computes the same thing
                     row["scale"] = float(b.abs().max())
-                    n = max(reps, min(30, int(0.3 / max(t_floor, 1e-4))))      # short calls: more repetitions
-                    t = timed({"attrfx": c.attrfx, "captum": c.captum, "floor": c.floor}, n, device)
-                    row["reps"] = n
+                    n, inner = repetitions(reps, t_floor)
+                    t = timed({"attrfx": c.attrfx, "captum": c.captum, "floor": c.floor}, n, device, inner=inner)
+                    row["reps"], row["inner"] = n, inner
                     row.update({f"t_{k}": v for k, v in t.items()})
                 except Exception as err:           # report, do not stop the run
                     row["error"] = f"{type(err).__name__}: {err}"[:200]
@@ -369,7 +382,8 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
          f"- command: `{meta['command']}`",
          f"- settings: n_steps={meta['settings']['n_steps']}, n_samples={meta['settings']['n_samples']}, "
          f"batch 8 (MLP, CNN) / 4 sequences of 64 (transformer), {meta['reps']} interleaved repetitions "
-         "(up to 30 for calls under 0.1 s; median) after a warm-up",
+         "(up to 30 for calls under 0.1 s, each timing a loop of about 10 ms for calls shorter than that; "
+         "median) after a warm-up",
          "- floor: plain torch autograd doing only the passes the method needs (see `benchmarks/methods.py`)",
          "- memory: peak RSS above the level just before the call, in a fresh subprocess per number, with "
          "`MALLOC_MMAP_THRESHOLD_=65536` so that RSS follows live memory (MB)",
