@@ -250,7 +250,7 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
     The pass is :func:`~attrfx.probe.forward_counting_runs` (the layer's runs are
     counted on an empty batch after it), so the layer's checks need no pass of their own.
     """
-    counted = [False]
+    counted = [False]  # not in the aux output: torch.func.vjp (inference tensors) takes only tensors there
 
     def forward(*points):
         runs, counted[0] = forward_counting_runs(model, layer, points, args)

@@ -53,11 +53,10 @@ def steps_per_chunk(internal_batch_size: Optional[int], n_examples: int, n_point
     return max(1, check_count("internal_batch_size", internal_batch_size, expected="None or a positive int") // n_examples)
 
 
-def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int,
-              axis: int = 0) -> tuple[Tensor, ...]:
+def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: int) -> tuple[Tensor, ...]:
     """``Σₛ wₛ·g(αₛ)``, evaluating ``g`` on at most ``chunk`` nodes at a time.
 
-    ``integrand(nodes)`` returns tensors whose dimension ``axis`` is the path axis, ``s`` long.
+    ``integrand(nodes)`` returns tensors with the path axis first, ``[s, ...]``.
 
     Example:
         >>> from attrfx.quadrature import gausslegendre
@@ -65,7 +64,7 @@ def integrate(integrand: Callable[[Rule], Sequence[Tensor]], rule: Rule, chunk: 
         >>> round(integrate(g, gausslegendre(3), chunk=2)[0].item(), 6)
         0.333333
     """
-    return _sum_over_chunks(lambda nodes: [weighted_sum(nodes.weights, v, axis) for v in integrand(nodes)],
+    return _sum_over_chunks(lambda nodes: [weighted_sum(nodes.weights, v, 0) for v in integrand(nodes)],
                             rule, chunk)
 
 
