@@ -30,6 +30,7 @@ from attrfx.probe import forward_with_probe, zero_deltas
 from attrfx.selectors import select_target
 
 from . import methods, models
+from .run import add_allocator_option, set_allocator
 
 
 def interleaved(runs: dict, reps: int) -> dict:
@@ -129,10 +130,13 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--k", type=int, default=64)
+    add_allocator_option(parser)
     args = parser.parse_args(argv)
+    allocator = set_allocator(args.allocator)
     warnings.filterwarnings("ignore", category=UserWarning, module="captum")  # the oracle's advice on requires_grad
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.reps} interleaved runs\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.reps} interleaved runs; "
+          f"{allocator}\n")
     print(f"1. K = {args.k} neurons in one call (neuron_gradient): loop vs vmap over cotangents")
     for name in ("mlp", "cnn", "tfm"):
         k_neurons(models.build(name), "early", args.k, args.reps)

@@ -8,7 +8,10 @@
 
 Times are medians of interleaved repetitions (attrfx, Captum, floor in
 rotating order) in this one process, after one warm-up call each, with
-``torch.set_num_threads(2)`` (``--threads``). Peak memory is measured in a
+``torch.set_num_threads(2)`` (``--threads``), with glibc's ``malloc`` keeping
+freed memory for reuse (:func:`keep_freed_memory`; ``--allocator system`` for
+its defaults, under which page faults on fresh memory take 15–55% of a large
+call on this VM, a different share each time). Peak memory is measured in a
 fresh subprocess per measurement, after one call on two examples (lazy
 imports and one-time initialisation): the peak resident set size (CPU;
 ``VmHWM`` reset through ``/proc/self/clear_refs``) or the peak of
@@ -22,6 +25,7 @@ with ``--sections`` re-measures parts of the last run.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import json
 import os
@@ -82,6 +86,47 @@ def repetitions(reps: int, t_floor: float) -> tuple[int, int]:
     30 rounds, and calls under :data:`SHORT_CALL_S` are looped so a round lasts about that long (one
     call of 0.3 ms is at the mercy of the timer and of whatever ran just before it)."""
     return max(reps, min(30, int(0.3 / max(t_floor, 1e-4)))), max(1, int(SHORT_CALL_S / max(t_floor, 1e-5)))
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's ``malloc`` keep freed memory for reuse in this process, as a caching allocator does.
+
+    By default glibc maps every block of 32 MB or more afresh and unmaps it when
+    freed (and trims the heap), so each large tensor touches new pages: on this
+    VM the page faults took 15–55% of a large CNN call (0.3–0.8 million minor
+    faults per call, a different number each time), for attrfx, Captum and the
+    floor alike, and rows' ratios swung by ±10% from run to run.
+    With no mapped blocks and no trimming, the heap keeps its peak and freed
+    blocks are reused: times measure the computation (PyTorch's CPU tuning guide
+    recommends tcmalloc or jemalloc for the same reason). False where the C
+    library is not glibc (then nothing changes). Memory is measured in separate
+    processes, which keep the default allocator.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
+
+
+def allocator_note(kept: bool) -> str:
+    """The report's line on the allocator the timings ran with."""
+    if kept:
+        return ("glibc malloc keeping freed memory for reuse (no mapped blocks, no trimming; "
+                "`--allocator system` for glibc's defaults)")
+    return "the C library's default malloc"
+
+
+def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allocator", choices=("reuse", "system"), default="reuse",
+                        help="timing process: reuse freed memory (default; see keep_freed_memory) or the C "
+                             "library's defaults")
+
+
+def set_allocator(choice: str) -> str:
+    """Apply ``--allocator`` to this process; returns :func:`allocator_note`."""
+    return allocator_note(keep_freed_memory() if choice == "reuse" else False)
 
 
 def max_diff(a, b) -> float:
@@ -384,6 +429,7 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
          f"batch 8 (MLP, CNN) / 4 sequences of 64 (transformer), {meta['reps']} interleaved repetitions "
          "(up to 30 for calls under 0.1 s, each timing a loop of about 10 ms for calls shorter than that; "
          "median) after a warm-up",
+         f"- allocator (timing): {meta.get('allocator', allocator_note(False))}",
          "- floor: plain torch autograd doing only the passes the method needs (see `benchmarks/methods.py`)",
          "- memory: peak RSS above the level just before the call, in a fresh subprocess per number, with "
          "`MALLOC_MMAP_THRESHOLD_=65536` so that RSS follows live memory (MB)",
@@ -454,12 +500,14 @@ def main(argv=None) -> None:
                     help="comma-separated METHOD/MODEL[/WHERE] rows (e.g. layer_gradcam/cnn/late): only these, in "
                          "every section chosen; pair with --out elsewhere to keep the full report")
     ap.add_argument("--out", default=str(HERE), help="folder for RESULTS.md and results.json")
+    add_allocator_option(ap)
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.measure:
         print(json.dumps(measure_here(json.loads(args.measure))))
         return
 
+    allocator = set_allocator(args.allocator)
     threads = args.threads
     torch.set_num_threads(threads)
     os.environ["ATTRFX_BENCH_THREADS"] = str(threads)      # for the memory subprocesses
@@ -490,7 +538,7 @@ def main(argv=None) -> None:
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
                 "torch": torch.__version__, "captum": captum.__version__, "python": platform.python_version(),
                 "command": " ".join(["python -m benchmarks.run"] + (argv if argv is not None else sys.argv[1:])),
-                "threads": threads, "load_average_at_start": load, "load_average_at_end": os.getloadavg(),
+                "threads": threads, "allocator": allocator, "load_average_at_start": load, "load_average_at_end": os.getloadavg(),
                 "complete": done, "settings": settings._asdict(), "reps": reps,
                 "seconds": round(time.time() - start, 1)}
         target_lines = targets(rows, krows, crows)

@@ -31,6 +31,7 @@ import attrfx
 
 from . import methods as M
 from .models import NAMES, build
+from .run import add_allocator_option, set_allocator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,14 +85,17 @@ def main(argv=None) -> None:
     ap.add_argument("rows", nargs="+", help="METHOD/MODEL/WHERE, or ALL")
     ap.add_argument("--seconds", type=float, default=6.0, help="time per row (default 6)")
     ap.add_argument("--threads", type=int, default=2)
+    add_allocator_option(ap)
     args = ap.parse_args(argv)
+    allocator = set_allocator(args.allocator)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     rows = ([(m, model, w) for model in NAMES for m, spec in M.SPECS.items() if model in spec.models
              for w in ("early", "late")] if args.rows == ["ALL"] else [tuple(r.split("/")) for r in args.rows])
     with tempfile.TemporaryDirectory() as folder:
         old = import_at(args.commit, Path(folder))
-        print(f"old = {args.commit}, new = the working tree; {args.threads} threads, {args.seconds} s per row\n")
+        print(f"old = {args.commit}, new = the working tree; {args.threads} threads, {args.seconds} s per row; "
+              f"{allocator}\n")
         print("| row | floor ms | old ms (/floor) | new ms (/floor) | Captum ms | Captum/new | reps | results |")
         print("|---|---|---|---|---|---|---|---|")
         for method, model, where in rows:

@@ -23,3 +23,38 @@ def test_repetitions_loop_only_short_calls():
     assert rounds > 3 and inner == 1                            # under 0.1 s: more rounds
     rounds, inner = run.repetitions(3, 0.0005)
     assert rounds == 30 and inner == 20                         # under 10 ms: 20 calls of 0.5 ms per round
+
+
+FAULTS_OF_A_FRESH_BUFFER = """
+import resource, sys, torch
+from benchmarks import run
+kept = run.keep_freed_memory() if sys.argv[1] == "keep" else False
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):                       # 64 MB, allocated and freed: the heap reaches its size
+    torch.ones(1 << 24)
+before = faults()
+for _ in range(10):
+    torch.ones(1 << 24)
+print(kept, faults() - before)
+"""
+
+
+def _faults_of_fresh_buffers(mode: str) -> tuple[str, int]:
+    import subprocess
+    import sys
+    from pathlib import Path
+    done = subprocess.run([sys.executable, "-c", FAULTS_OF_A_FRESH_BUFFER, mode], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    kept, faults = done.stdout.split()
+    return kept, int(faults)
+
+
+def test_kept_freed_memory_is_reused_without_page_faults():
+    # glibc by default maps each 64 MB buffer afresh and unmaps it when freed: every page faults again
+    kept, faults = _faults_of_fresh_buffers("keep")
+    if kept == "False":                  # not glibc: the allocator is left as it is, and says so
+        assert run.allocator_note(False).startswith("the C library's default")
+        return
+    _, default_faults = _faults_of_fresh_buffers("default")
+    assert default_faults > 10 * 16_000  # 16,384 pages of 4 kB per buffer, each time
+    assert faults <= 2 * 16_384          # pages kept (the heap may still settle once or twice)
