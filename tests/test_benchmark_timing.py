@@ -13,8 +13,19 @@ def test_short_calls_are_looped_and_every_callable_runs_alike():
 
     t = run.timed({n: count(n) for n in calls}, reps=4, device="cpu", inner=5)
     assert calls == {"a": 1 + 4 * 5, "b": 1 + 4 * 5}           # one warm-up, then 4 rounds of 5 calls
-    assert set(t) == {"a", "b", "min_a", "min_b"}
+    assert set(t) == {"a", "b", "min_a", "min_b", "rounds_a", "rounds_b"}
     assert all(t[f"min_{n}"] <= t[n] for n in calls)
+    assert all(len(t[f"rounds_{n}"]) == 4 and min(t[f"rounds_{n}"]) == t[f"min_{n}"] for n in calls)
+
+
+def test_a_miss_against_captum_says_in_how_many_rounds_captum_was_not_faster():
+    row = {"model": "m", "where": "late", "method": "neuron_gradient", "t_floor": 1.0, "t_attrfx": 1.02,
+           "t_captum": 1.01, "t_rounds_attrfx": [1.0, 1.02, 1.03, 1.05], "t_rounds_captum": [1.01, 1.0, 1.03, 1.0]}
+    (line,) = [t for t in run.targets([row], [], []) if "never slower" in t]
+    assert line.endswith("neuron_gradient m late (0.99; 1.01; 2 of 4)")
+    del row["t_rounds_attrfx"]
+    (line,) = [t for t in run.targets([row], [], []) if "never slower" in t]
+    assert line.endswith("(0.99; 1.01; not recorded)")
 
 
 def test_repetitions_loop_only_short_calls():
