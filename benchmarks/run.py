@@ -83,11 +83,17 @@ SHORT_CALL_S = 0.01
 """Calls under this are timed in loops that last about this long per repetition."""
 
 
+ROW_BUDGET_S = 3.0
+"""A row gets as many rounds (up to 30) as fit in about this long per implementation."""
+
+
 def repetitions(reps: int, t_floor: float) -> tuple[int, int]:
-    """``(rounds, calls per round)`` for a row whose floor took ``t_floor`` s: calls under 0.1 s get up to
-    30 rounds, and calls under :data:`SHORT_CALL_S` are looped so a round lasts about that long (one
-    call of 0.3 ms is at the mercy of the timer and of whatever ran just before it)."""
-    return max(reps, min(30, int(0.3 / max(t_floor, 1e-4)))), max(1, int(SHORT_CALL_S / max(t_floor, 1e-5)))
+    """``(rounds, calls per round)`` for a row whose floor took ``t_floor`` s: at least ``reps`` rounds,
+    more (up to 30) where :data:`ROW_BUDGET_S` allows, since one slow round moves the median of three; and
+    calls under :data:`SHORT_CALL_S` are looped so a round lasts about that long (one call of 0.3 ms is at
+    the mercy of the timer and of whatever ran just before it)."""
+    rounds = max(reps, min(30, int(ROW_BUDGET_S / max(t_floor, 1e-4))))
+    return rounds, max(1, int(SHORT_CALL_S / max(t_floor, 1e-5)))
 
 
 def keep_freed_memory() -> bool:
@@ -238,7 +244,7 @@ def wanted(only: Optional[list[tuple[str, ...]]], method: str, model: str, where
 
 def main_table(methods: list[str], models: list[str], reps: int, device: str, settings: M.Settings,
                log, below: Optional[float] = None, only=None) -> list[dict]:
-    """Time every (model, method, layer); calls shorter than 0.1 s get more repetitions (up to 30)."""
+    """Time every (model, method, layer); rows get more repetitions (up to 30) where they fit (:func:`repetitions`)."""
     rows = []
     for model_name in models:
         if not any(wanted(only, method, model_name) for method in methods):
@@ -436,7 +442,8 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
          f"- command: `{meta['command']}`",
          f"- settings: n_steps={meta['settings']['n_steps']}, n_samples={meta['settings']['n_samples']}, "
          f"batch 8 (MLP, CNN) / 4 sequences of 64 (transformer), {meta['reps']} interleaved repetitions "
-         "(up to 30 for calls under 0.1 s, each timing a loop of about 10 ms for calls shorter than that; "
+         "(up to 30 where they fit in about 3 s per implementation, each timing a loop of about 10 ms for calls "
+         "shorter than that; "
          "median) after a warm-up",
          f"- allocator (timing): {meta.get('allocator', allocator_note(False))}",
          "- floor: plain torch autograd doing only the passes the method needs (see `benchmarks/methods.py`)",

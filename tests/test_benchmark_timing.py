@@ -30,8 +30,9 @@ def test_a_miss_against_captum_says_in_how_many_rounds_captum_was_not_faster():
 
 def test_repetitions_loop_only_short_calls():
     assert run.repetitions(3, 2.0) == (3, 1)                    # a long call: the rounds asked for, one call each
-    rounds, inner = run.repetitions(3, 0.05)
-    assert rounds > 3 and inner == 1                            # under 0.1 s: more rounds
+    rounds, inner = run.repetitions(3, 0.2)
+    assert rounds == 15 and inner == 1                          # as many rounds as fit in about 3 s
+    assert run.repetitions(3, 0.05) == (30, 1)                  # at most 30
     rounds, inner = run.repetitions(3, 0.0005)
     assert rounds == 30 and inner == 20                         # under 10 ms: 20 calls of 0.5 ms per round
 
