@@ -14,7 +14,8 @@ returns three zero-argument callables that compute the same attribution:
   gradients, so no graph is recorded for them. For the rule-based methods
   (DeepLift, DeepLiftSHAP, guided backpropagation, deconvolution) the floor's
   ReLUs apply the method's rule in its least form (:data:`FLOOR_RULES`), so the
-  floor computes the method's result.
+  floor computes the method's result. A quadrature rule's nodes and weights
+  are constants made before the timing.
 
 Methods are looked up by name in ``attrfx.__all__``: a method added to attrfx
 is benchmarked as soon as it has an entry in :data:`SPECS`.
@@ -241,9 +242,9 @@ def floor_neuron_deeplift(model, layer, sel, x, baselines):
 def floor_neuron_path(model, layer, sel, x, n_steps):
     """Integrated gradients of the neuron: one forward over S·B folded points, one backward per neuron."""
     picks, many = _picks(sel)
+    alphas, weights = _gauss(n_steps, x)     # the rule's constants: no pass of the model, so not the floor's work
 
     def run():
-        alphas, weights = _gauss(n_steps, x)
         pts = _points(x, alphas).requires_grad_()
         h = prefix(model, layer, pts)
         grads = _each(picks, lambda p, keep: torch.autograd.grad(p(h).sum(), pts, retain_graph=keep)[0])
@@ -269,8 +270,9 @@ def floor_neuron_conductance(model, layer, sel, x, target, n_steps):
     """Forward once with the graph cut at the layer; backward output → layer, then neuron → input (per neuron)."""
     picks, many = _picks(sel)
 
+    alphas, weights = _trapezoid(n_steps, x)
+
     def run():
-        alphas, weights = _trapezoid(n_steps, x)
         pts = _points(x, alphas).requires_grad_()
         h, leaf, out = cut_forward(model, layer, pts)
         (g_h,) = torch.autograd.grad(out[:, target].sum(), leaf)
@@ -289,8 +291,9 @@ def floor_layer_grad(model, layer, x, target, finish):
 
 
 def floor_layer_conductance(model, layer, x, target, n_steps):
+    alphas, _ = _gauss(n_steps + 1, x)
+
     def run():
-        alphas, _ = _gauss(n_steps + 1, x)
         h, leaf, out = cut_forward(model, layer, _points(x, alphas))
         (g_h,) = torch.autograd.grad(out[:, target].sum(), leaf)
         h = h.reshape((alphas.numel(), x.shape[0]) + tuple(h.shape[1:]))

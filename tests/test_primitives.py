@@ -34,6 +34,18 @@ def test_rules_are_values():
     assert rule.slice(1, 3).alphas.tolist() == [0.375, 0.625]
 
 
+def test_gauss_legendre_nodes_are_computed_once_per_size_and_each_rule_is_its_own_value(monkeypatch):
+    calls = []
+    leggauss = np.polynomial.legendre.leggauss
+    monkeypatch.setattr(np.polynomial.legendre, "leggauss", lambda n: calls.append(n) or leggauss(n))
+    first = quadrature.gausslegendre(37)
+    first.alphas.add_(1.0)                                # a caller may change its own rule in place
+    second = quadrature.gausslegendre(37)
+    assert calls == [37]                                  # the nodes of a size are found once per process
+    np.testing.assert_allclose(second.alphas.numpy(), 0.5 * (1 + leggauss(37)[0]), rtol=0, atol=0)
+    np.testing.assert_allclose(second.weights.numpy(), 0.5 * leggauss(37)[1], rtol=0, atol=0)
+
+
 def _exactness_degree(rule: quadrature.Rule) -> int:
     """The largest d with Σ w·Pₖ(2α − 1) = ∫₀¹ Pₖ(2α − 1) dα (1 for k = 0, else 0) for every k ≤ d (Legendre Pₖ)."""
     t = 2 * rule.alphas.numpy() - 1
