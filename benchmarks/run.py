@@ -300,8 +300,12 @@ def k_section(reps: int, device: str, settings: M.Settings, k: int, log, only=No
                 c = M.k_calls(method, case, where, sels, settings, fz)
                 a = c.attrfx()
                 row["diff"] = max_diff(a, scale(c.captum(), method, settings))
+                t0 = time.perf_counter()
                 row["floor_check"] = max_diff(a, c.floor())                  # the floor computes the same thing
-                t = timed({"attrfx": c.attrfx, "captum": c.captum, "floor": c.floor}, reps, device, warm=False)
+                n, inner = repetitions(reps, time.perf_counter() - t0)
+                t = timed({"attrfx": c.attrfx, "captum": c.captum, "floor": c.floor}, n, device, warm=False,
+                          inner=inner)
+                row["reps"], row["inner"] = n, inner
                 row.update({f"t_{k_}": v for k_, v in t.items()})
             except Exception as err:
                 row["error"] = f"{type(err).__name__}: {err}"[:200]
@@ -470,7 +474,8 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
     if krows:
         L += ["", f"## Many neurons: one attrfx call with a list of K selectors vs K Captum calls", "",
               "The K floor: plain autograd, one forward pass and one backward pass per neuron, parameters detached; "
-              "Captum/floor is the most any implementation running dense backward passes can gain over K Captum calls.",
+              "Captum/floor is the most any implementation running dense backward passes can gain over K Captum calls. "
+              "Rounds as in the main table (as many as fit in about 3 s of the floor, at least the repetitions asked for).",
               "",
               "| model | layer | method | K | attrfx s | K Captum calls s | K floor s | speed-up | Captum/floor |"
               " attrfx/floor | diff |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -587,7 +592,7 @@ def main(argv=None) -> None:
         save(rows, krows, crows, False)
     if "k" in sections:
         log(f"many neurons (K={args.k})")
-        fresh = k_section(2, device, settings, args.k, log, only)
+        fresh = k_section(reps, device, settings, args.k, log, only)
         kept = {(r["model"], r["method"]) for r in fresh}
         krows = [r for r in krows if (r["model"], r["method"]) not in kept] + fresh
         save(rows, krows, crows, False)
