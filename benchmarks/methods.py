@@ -269,7 +269,6 @@ def floor_neuron_shap(model, layer, sel, x, dist, n_samples, generator):
 def floor_neuron_conductance(model, layer, sel, x, target, n_steps):
     """Forward once with the graph cut at the layer; backward output → layer, then neuron → input (per neuron)."""
     picks, many = _picks(sel)
-
     alphas, weights = _trapezoid(n_steps, x)
 
     def run():

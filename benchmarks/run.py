@@ -84,7 +84,7 @@ SHORT_CALL_S = 0.01
 
 
 ROW_BUDGET_S = 3.0
-"""A row gets as many rounds (up to 30) as fit in about this long per implementation."""
+"""A row gets as many rounds (up to 30) as its floor's calls fill in about this long."""
 
 
 def repetitions(reps: int, t_floor: float) -> tuple[int, int]:
@@ -127,6 +127,7 @@ def allocator_note(kept: bool) -> str:
 
 
 def add_allocator_option(parser: argparse.ArgumentParser) -> None:
+    """``--allocator reuse|system``, shared by the scripts that time calls."""
     parser.add_argument("--allocator", choices=("reuse", "system"), default="reuse",
                         help="timing process: reuse freed memory (default; see keep_freed_memory) or the C "
                              "library's defaults")
@@ -446,7 +447,7 @@ def write_report(path_md: Path, meta: dict, rows, krows, crows, skipped, target_
          f"- command: `{meta['command']}`",
          f"- settings: n_steps={meta['settings']['n_steps']}, n_samples={meta['settings']['n_samples']}, "
          f"batch 8 (MLP, CNN) / 4 sequences of 64 (transformer), {meta['reps']} interleaved repetitions "
-         "(up to 30 where they fit in about 3 s per implementation, each timing a loop of about 10 ms for calls "
+         "(up to 30 where the floor's calls fill about 3 s, each timing a loop of about 10 ms for calls "
          "shorter than that; "
          "median) after a warm-up",
          f"- allocator (timing): {meta.get('allocator', allocator_note(False))}",
