@@ -84,15 +84,15 @@ SHORT_CALL_S = 0.01
 
 
 ROW_BUDGET_S = 3.0
-"""A row gets as many rounds (up to 30) as its floor's calls fill in about this long."""
+"""A row gets as many rounds (up to 30) as its floor's calls fill in about this long (``--quick``: a tenth)."""
 
 
-def repetitions(reps: int, t_floor: float) -> tuple[int, int]:
+def repetitions(reps: int, t_floor: float, budget: float = ROW_BUDGET_S) -> tuple[int, int]:
     """``(rounds, calls per round)`` for a row whose floor took ``t_floor`` s: at least ``reps`` rounds,
-    more (up to 30) where :data:`ROW_BUDGET_S` allows, since one slow round moves the median of three; and
+    more (up to 30) where ``budget`` (:data:`ROW_BUDGET_S`) allows, since one slow round moves the median of three; and
     calls under :data:`SHORT_CALL_S` are looped so a round lasts about that long (one call of 0.3 ms is at
     the mercy of the timer and of whatever ran just before it)."""
-    rounds = max(reps, min(30, int(ROW_BUDGET_S / max(t_floor, 1e-4))))
+    rounds = max(reps, min(30, int(budget / max(t_floor, 1e-4))))
     return rounds, max(1, int(SHORT_CALL_S / max(t_floor, 1e-5)))
 
 
@@ -244,7 +244,7 @@ def wanted(only: Optional[list[tuple[str, ...]]], method: str, model: str, where
 
 
 def main_table(methods: list[str], models: list[str], reps: int, device: str, settings: M.Settings,
-               log, below: Optional[float] = None, only=None) -> list[dict]:
+               log, below: Optional[float] = None, only=None, budget: float = ROW_BUDGET_S) -> list[dict]:
     """Time every (model, method, layer); rows get more repetitions (up to 30) where they fit (:func:`repetitions`)."""
     rows = []
     for model_name in models:
@@ -272,7 +272,7 @@ def main_table(methods: list[str], models: list[str], reps: int, device: str, se
                     same = not isinstance(a, tuple) and a.shape == f.shape and spec.compare != "sampling"
                     row["floor_check"] = max_diff(a, f) if same else None     # the floor computes the same thing
                     row["scale"] = float(b.abs().max())
-                    n, inner = repetitions(reps, t_floor)
+                    n, inner = repetitions(reps, t_floor, budget)
                     t = timed({"attrfx": c.attrfx, "captum": c.captum, "floor": c.floor}, n, device, inner=inner)
                     row["reps"], row["inner"] = n, inner
                     row.update({f"t_{k}": v for k, v in t.items()})
@@ -580,7 +580,8 @@ def main(argv=None) -> None:
         log(f"kept {len(rows)} rows from results{suffix}.json")
     if "main" in sections:
         log(f"main table: {len(benchmarked)} methods, models {models}, {reps} reps, {threads} threads")
-        fresh = main_table(benchmarked, models, reps, device, settings, log, args.below, only)
+        fresh = main_table(benchmarked, models, reps, device, settings, log, args.below, only,
+                           ROW_BUDGET_S / 10 if args.quick else ROW_BUDGET_S)
         key = lambda r: (r["model"], r["where"], r["method"])
         old = {key(r): r for r in rows}
         for r in fresh:      # memory numbers of re-timed rows are kept

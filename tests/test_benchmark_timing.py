@@ -33,6 +33,7 @@ def test_repetitions_loop_only_short_calls():
     rounds, inner = run.repetitions(3, 0.2)
     assert rounds == 15 and inner == 1                          # as many rounds as fit in about 3 s
     assert run.repetitions(3, 0.05) == (30, 1)                  # at most 30
+    assert run.repetitions(1, 0.125, budget=0.5) == (4, 1)      # a smaller budget (--quick): fewer rounds
     rounds, inner = run.repetitions(3, 0.0005)
     assert rounds == 30 and inner == 20                         # under 10 ms: 20 calls of 0.5 ms per round
 
