@@ -1,6 +1,6 @@
 """Speed and memory of attrfx against Captum and the bare-autograd floor.
 
-    .venv/bin/python -m benchmarks.run            # full run (~16 min on an idle 2-core CPU machine)
+    .venv/bin/python -m benchmarks.run            # full run (~18 min on an idle 2-core CPU machine)
     .venv/bin/python -m benchmarks.run --quick    # a smoke run (< 2 min): n_steps=10, 1 repetition, no K / memory
     .venv/bin/python -m benchmarks.run --device cuda
     # re-measure single rows into another folder (benchmarks/RESULTS.md stays as it is):
