@@ -1,5 +1,9 @@
 """The benchmark's timing loop: interleaved rounds, short calls looped within a round."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from benchmarks import run
 
 
@@ -53,9 +57,6 @@ print(kept, faults() - before)
 
 
 def _faults_of_fresh_buffers(mode: str) -> tuple[str, int]:
-    import subprocess
-    import sys
-    from pathlib import Path
     done = subprocess.run([sys.executable, "-c", FAULTS_OF_A_FRESH_BUFFER, mode], capture_output=True, text=True,
                           check=True, cwd=Path(__file__).resolve().parents[1])
     kept, faults = done.stdout.split()
