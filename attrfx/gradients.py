@@ -296,9 +296,8 @@ def first_layer_grads_and_output(model: Callable, layers: Sequence[nn.Module], x
         runs, deltas, output = forward_with_output_probe(model, layers, xs, args)
         learn(runs, output, xs[0].shape[0])
         value = select_target(output, target)
-    leaves, spec = tree_flatten(deltas)
-    grads = tree_unflatten(grads_or_zeros([value], leaves, [torch.ones_like(value)]), spec)
-    return [r[0] for r in runs], grads, value.detach()
+    flat = iter(grads_or_zeros([value], [d for ds in deltas for d in ds], [torch.ones_like(value)]))
+    return [r[0] for r in runs], [tuple(next(flat) for _ in ds) for ds in deltas], value.detach()
 
 
 def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor], args: tuple,

@@ -28,16 +28,15 @@ rule still sees the value before the operation.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from typing import Callable, Iterator, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._errors import AttrfxValueError, bad_type
-from .probe import layer_name, transformed
+from .probe import layer_name, submodules, transformed
 
 RuleFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
@@ -61,9 +60,12 @@ class RuleMap(NamedTuple):
 
     def rule_for(self, module: nn.Module):
         """The rule for ``module``, or ``None``."""
-        if self.subclasses:
-            return next((r for t, r in self.rules.items() if isinstance(module, t)), None)
-        return self.rules.get(type(module))
+        if not self.subclasses:
+            return self.rules.get(type(module))
+        for kind, rule in self.rules.items():
+            if isinstance(module, kind):
+                return rule
+        return None
 
 
 # --- guided backpropagation and deconvolution -------------------------------------------------
@@ -306,14 +308,14 @@ DEEPLIFT_RESCALE = RuleMap("DeepLift rescale", {
 # --- applying a rule map ------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def applied(model: nn.Module, rules: RuleMap) -> Iterator[None]:
+class applied:
     """Put ``rules`` on every matching submodule of ``model`` inside the ``with`` block.
 
     Each forward pass of ``model`` is counted afresh; with ``rules.single_use``
     a module that runs twice raises an error naming it. A module run while grad
     mode is off keeps its own forward (there is no gradient to override). Hooks
-    act only on this thread and are removed on every exit.
+    act only on this thread and are removed on every exit. A module gets one
+    forward hook; an in-place one also a pre-hook that hands it a copy of its input.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
@@ -323,52 +325,61 @@ def applied(model: nn.Module, rules: RuleMap) -> Iterator[None]:
         >>> len(net[1]._forward_hooks)
         0
     """
-    if not isinstance(model, nn.Module):
-        raise bad_type("model", f"an nn.Module ({rules.name} hooks its nonlinearity modules)", model)
-    owner = threading.get_ident()
-    calls: dict[int, int] = {}
-    saved: dict[int, list[Tensor]] = {}
 
-    def new_pass(mod, inp):
-        if threading.get_ident() == owner:
-            calls.clear()
-            saved.clear()
+    def __init__(self, model: nn.Module, rules: RuleMap):
+        if not isinstance(model, nn.Module):
+            raise bad_type("model", f"an nn.Module ({rules.name} hooks its nonlinearity modules)", model)
+        self.model, self.rules, self.handles = model, rules, []
 
-    def pre(mod, inp):
-        if threading.get_ident() != owner:
+    def __enter__(self) -> None:
+        model, rules, owner = self.model, self.rules, threading.get_ident()
+        calls: dict[int, int] = {}
+        inputs: dict[int, list[Tensor]] = {}  # in-place modules' inputs, saved before they are overwritten
+
+        def new_pass(mod, inp):
+            if threading.get_ident() == owner:
+                calls.clear()
+                inputs.clear()
+
+        def keep_input(mod, inp):
+            if threading.get_ident() == owner and torch.is_grad_enabled():
+                inputs.setdefault(id(mod), []).append(inp[0])
+                return (inp[0].clone(),) + tuple(inp[1:])
             return None
-        calls[id(mod)] = calls.get(id(mod), 0) + 1
-        if rules.single_use and calls[id(mod)] > 1:
-            raise AttrfxValueError(
-                f"module {layer_name(model, mod)} ({type(mod).__name__}) runs more than once in one forward "
-                f"pass; the {rules.name} rule needs each nonlinearity to run once. Give each use its own "
-                f"module instance.")
-        if not torch.is_grad_enabled():  # no graph is recorded, so there is no gradient to override
-            return None
-        saved.setdefault(id(mod), []).append(inp[0])
-        if getattr(mod, "inplace", False):
-            return (inp[0].clone(),) + tuple(inp[1:])
-        return None
 
-    def post_with(rule: RuleFn) -> Callable:
-        def post(mod, inp, out):
-            if threading.get_ident() != owner or not saved.get(id(mod)):
-                return None
-            if not isinstance(out, Tensor):
-                raise AttrfxValueError(f"the {rules.name} rule needs module {layer_name(model, mod)} to return "
-                                       f"one tensor; it returned {type(out).__name__}.")
-            return rule(mod, saved[id(mod)].pop(), out)
-        return post
+        def post_with(rule: RuleFn) -> Callable:
+            def post(mod, inp, out):
+                if threading.get_ident() != owner:
+                    return None
+                if rules.single_use:
+                    calls[id(mod)] = calls.get(id(mod), 0) + 1
+                    if calls[id(mod)] > 1:
+                        raise AttrfxValueError(
+                            f"module {layer_name(model, mod)} ({type(mod).__name__}) runs more than once in one "
+                            f"forward pass; the {rules.name} rule needs each nonlinearity to run once. Give each "
+                            f"use its own module instance.")
+                if not torch.is_grad_enabled():  # no graph is recorded, so there is no gradient to override
+                    return None
+                if not isinstance(out, Tensor):
+                    raise AttrfxValueError(f"the {rules.name} rule needs module {layer_name(model, mod)} to "
+                                           f"return one tensor; it returned {type(out).__name__}.")
+                x = inputs[id(mod)].pop() if getattr(mod, "inplace", False) else inp[0]
+                return rule(mod, x, out)
+            return post
 
-    handles = []
-    try:
-        handles.append(model.register_forward_pre_hook(new_pass))
-        for module in model.modules():
-            rule = rules.rule_for(module)
-            if rule is not None:
-                handles.append(module.register_forward_pre_hook(pre))
-                handles.append(module.register_forward_hook(post_with(rule)))
-        yield
-    finally:
-        for handle in handles:
+        matched = [(module, rule) for module in submodules(model) if (rule := rules.rule_for(module)) is not None]
+        in_place = [module for module, _ in matched if getattr(module, "inplace", False)]
+        try:
+            if rules.single_use or in_place:
+                self.handles.append(model.register_forward_pre_hook(new_pass))
+            self.handles.extend(module.register_forward_pre_hook(keep_input) for module in in_place)
+            self.handles.extend(module.register_forward_hook(post_with(rule)) for module, rule in matched)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
             handle.remove()
+        self.handles.clear()
+

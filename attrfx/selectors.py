@@ -179,22 +179,22 @@ def check_target(output: Any, target: Target, arg: str = "target") -> None:
     if not isinstance(output, Tensor) or output.dim() == 0:
         got = "a 0-d tensor" if isinstance(output, Tensor) else type(output).__name__
         raise AttrfxValueError(f"the model must return a tensor with an example dimension; got {got}.")
-    shape = _batch_shape(output.shape, output.shape[0])
-    rest = tuple(output.shape[1:])
+    rest = output.shape[1:]
+    shape = lambda: _batch_shape(output.shape, output.shape[0])  # noqa: E731 (formatted for errors only)
     if target.index is None and target.per_example is None:
-        if output.shape[1:].numel() != 1:
+        if rest.numel() != 1:
             raise bad_value(arg, f"given (an int, tuple, tensor or list) because the model output has shape "
-                            f"{shape}, more than one value per example", "None")
+                            f"{shape()}, more than one value per example", "None")
         return
     index = target.index if target.index is not None else tuple(target.per_example.T)
     if len(index) != len(rest):
-        raise bad_value(arg, f"one index per non-batch dimension of the model output of shape {shape} "
-                        f"({len(rest)})", f"{len(index)}")
+        raise bad_value(arg, f"one index per non-batch dimension of the model output of shape "
+                        f"{shape()} ({len(rest)})", f"{len(index)}")
     for dim, (ix, size) in enumerate(zip(index, rest)):
         bad = (not -size <= ix < size) if isinstance(ix, int) else bool(((ix < -size) | (ix >= size)).any())
         if bad:
             shown = ix if isinstance(ix, int) else ix.tolist()
-            raise bad_value(arg, f"in range for the model output of shape {shape}",
+            raise bad_value(arg, f"in range for the model output of shape {shape()}",
                             f"{shown} for dimension {dim + 1} of size {size}")
 
 
