@@ -363,8 +363,10 @@ class applied:
                 if not isinstance(out, Tensor):
                     raise AttrfxValueError(f"the {rules.name} rule needs module {layer_name(model, mod)} to "
                                            f"return one tensor; it returned {type(out).__name__}.")
-                x = inputs[id(mod)].pop() if getattr(mod, "inplace", False) else inp[0]
-                return rule(mod, x, out)
+                if not getattr(mod, "inplace", False):
+                    return rule(mod, inp[0], out)
+                saved = inputs.get(id(mod))  # (none if grad mode came on inside the module)
+                return rule(mod, saved.pop(), out) if saved else None
             return post
 
         matched = [(module, rule) for module in submodules(model) if (rule := rules.rule_for(module)) is not None]

@@ -116,6 +116,20 @@ def test_rules_act_only_where_a_graph_is_recorded():
     assert len(calls) == sum(isinstance(m, nn.ReLU) for m in model.modules()) > 0
 
 
+BY_RULE = [(rules.GUIDED_BACKPROP, attrfx.neuron_guided_backprop), (rules.DECONVOLUTION, attrfx.neuron_deconvolution),
+           (rules.DEEPLIFT_RESCALE, attrfx.neuron_deeplift)]
+
+
+@pytest.mark.parametrize("rule_map, method", BY_RULE, ids=["guided", "deconv", "rescale"])
+def test_a_module_registered_twice_gets_its_rule_once(rule_map, method):
+    plain, aliased = seeded(Chain), seeded(Chain)
+    aliased.alias = aliased.act1            # the same ReLU under a second name, still called once
+    x = randn(4, 5)
+    with rules.applied(aliased, rule_map):
+        assert len(aliased.act1._forward_hooks) == 1
+    torch.testing.assert_close(method(aliased, "fc2", x, 1), method(plain, "fc2", x, 1), rtol=0, atol=0)
+
+
 def test_applied_restores_on_exception():
     model = seeded(Chain)
     before = snapshot(model, randn(1, 5))
