@@ -144,8 +144,8 @@ _SWAP_LOCK = threading.RLock()
 
 
 def in_training(model: nn.Module) -> bool:
-    """Whether ``model`` or any submodule is in training mode (a walk like :func:`submodules`, without its
-    bookkeeping: a module met twice is only looked at twice).
+    """Whether ``model`` or any submodule is in training mode (the walk of :func:`submodules` without
+    remembering what it has seen: a module registered twice is looked at twice).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).eval()

@@ -384,4 +384,3 @@ class applied:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-
