@@ -28,8 +28,9 @@ rule still sees the value before the operation.
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -330,52 +331,20 @@ class applied:
         if not isinstance(model, nn.Module):
             raise bad_type("model", f"an nn.Module ({rules.name} hooks its nonlinearity modules)", model)
         self.model, self.rules, self.handles = model, rules, []
+        self.calls: dict[int, int] = {}             # runs of each ruled module in this forward pass
+        self.inputs: dict[int, list[Tensor]] = {}   # in-place modules' inputs, kept before they are overwritten
 
     def __enter__(self) -> None:
-        model, rules, owner = self.model, self.rules, threading.get_ident()
-        calls: dict[int, int] = {}
-        inputs: dict[int, list[Tensor]] = {}  # in-place modules' inputs, saved before they are overwritten
-
-        def new_pass(mod, inp):
-            if threading.get_ident() == owner:
-                calls.clear()
-                inputs.clear()
-
-        def keep_input(mod, inp):
-            if threading.get_ident() == owner and torch.is_grad_enabled():
-                inputs.setdefault(id(mod), []).append(inp[0])
-                return (inp[0].clone(),) + tuple(inp[1:])
-            return None
-
-        def post_with(rule: RuleFn) -> Callable:
-            def post(mod, inp, out):
-                if threading.get_ident() != owner:
-                    return None
-                if rules.single_use:
-                    calls[id(mod)] = calls.get(id(mod), 0) + 1
-                    if calls[id(mod)] > 1:
-                        raise AttrfxValueError(
-                            f"module {layer_name(model, mod)} ({type(mod).__name__}) runs more than once in one "
-                            f"forward pass; the {rules.name} rule needs each nonlinearity to run once. Give each "
-                            f"use its own module instance.")
-                if not torch.is_grad_enabled():  # no graph is recorded, so there is no gradient to override
-                    return None
-                if not isinstance(out, Tensor):
-                    raise AttrfxValueError(f"the {rules.name} rule needs module {layer_name(model, mod)} to "
-                                           f"return one tensor; it returned {type(out).__name__}.")
-                if not getattr(mod, "inplace", False):
-                    return rule(mod, inp[0], out)
-                saved = inputs.get(id(mod))  # (none if grad mode came on inside the module)
-                return rule(mod, saved.pop(), out) if saved else None
-            return post
-
-        matched = [(module, rule) for module in submodules(model) if (rule := rules.rule_for(module)) is not None]
+        self.owner = threading.get_ident()  # the hooks act on the thread that entered the block only
+        matched = [(module, rule) for module in submodules(self.model)
+                   if (rule := self.rules.rule_for(module)) is not None]
         in_place = [module for module, _ in matched if getattr(module, "inplace", False)]
         try:
-            if rules.single_use or in_place:
-                self.handles.append(model.register_forward_pre_hook(new_pass))
-            self.handles.extend(module.register_forward_pre_hook(keep_input) for module in in_place)
-            self.handles.extend(module.register_forward_hook(post_with(rule)) for module, rule in matched)
+            if self.rules.single_use or in_place:
+                self.handles.append(self.model.register_forward_pre_hook(self._new_pass))
+            self.handles.extend(module.register_forward_pre_hook(self._keep_input) for module in in_place)
+            self.handles.extend(module.register_forward_hook(functools.partial(self._apply, rule))
+                                for module, rule in matched)
         except BaseException:
             self.__exit__()
             raise
@@ -384,3 +353,35 @@ class applied:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
+
+    def _new_pass(self, model: nn.Module, inp: tuple) -> None:
+        if threading.get_ident() == self.owner:
+            self.calls.clear()
+            self.inputs.clear()
+
+    def _keep_input(self, mod: nn.Module, inp: tuple) -> Optional[tuple]:
+        if threading.get_ident() != self.owner or not torch.is_grad_enabled():
+            return None
+        self.inputs.setdefault(id(mod), []).append(inp[0])
+        return (inp[0].clone(),) + tuple(inp[1:])
+
+    def _apply(self, rule: RuleFn, mod: nn.Module, inp: tuple, out: Any) -> Optional[Tensor]:
+        """The forward hook of a ruled module: its output, with the rule's gradient."""
+        if threading.get_ident() != self.owner:
+            return None
+        if self.rules.single_use:
+            self.calls[id(mod)] = self.calls.get(id(mod), 0) + 1
+            if self.calls[id(mod)] > 1:
+                raise AttrfxValueError(
+                    f"module {layer_name(self.model, mod)} ({type(mod).__name__}) runs more than once in one "
+                    f"forward pass; the {self.rules.name} rule needs each nonlinearity to run once. Give each use "
+                    f"its own module instance.")
+        if not torch.is_grad_enabled():  # no graph is recorded, so there is no gradient to override
+            return None
+        if not isinstance(out, Tensor):
+            raise AttrfxValueError(f"the {self.rules.name} rule needs module {layer_name(self.model, mod)} to "
+                                   f"return one tensor; it returned {type(out).__name__}.")
+        if not getattr(mod, "inplace", False):
+            return rule(mod, inp[0], out)
+        kept = self.inputs.get(id(mod))  # (none if grad mode came on inside the module)
+        return rule(mod, kept.pop(), out) if kept else None
