@@ -179,10 +179,12 @@ class _Rescale(_Rule):
     def setup_context(ctx, inputs, output):
         x, y, eps = inputs
         (x_in, x_ref), (y_in, y_ref) = x.detach().chunk(2), y.detach().chunk(2)
-        dx = x_in - x_ref
+        dx, dy = x_in - x_ref, y_in - y_ref
         small = dx.abs() < eps
         ctx.ordinary = transformed() or small.device.type != "cpu" or bool(small.any())  # (no device sync)
-        ctx.save_for_backward(torch.where(small, 0, y_in - y_ref), torch.where(small, 1, dx), small)
+        if ctx.ordinary:
+            dx, dy = dx.masked_fill(small, 1), dy.masked_fill(small, 0)
+        ctx.save_for_backward(dy, dx, small)
 
     @staticmethod
     def backward(ctx, g):
