@@ -7,6 +7,7 @@ Decisions tested here:
 - Baselines take the inputs' dtype and device: a float32 or integer baseline for float64 inputs is cast; a
   baseline that cannot be copied to the inputs' device (e.g. a ``meta`` tensor) is a clear error naming it.
 - bfloat16 runs end to end and stays close to float32; float64 matches Captum at 1e-6 (the parity tests).
+- Memory layout: ``channels_last`` image batches give the attributions of contiguous ones.
 - Token ids: layer methods attribute at the ``nn.Embedding`` layer; a method that needs gradients with
   respect to the inputs, or a path between them (``layer_conductance``), says so and names `inputs`.
 """
@@ -24,24 +25,27 @@ from parity import assert_parity
 
 ZEROS = torch.zeros(3, 5, dtype=torch.float64)
 
-# Every model-based public method, on the MLP (5 → 3) at hidden layer "act2" (6 neurons).
+# Every model-based public method, by default on the MLP (5 → 3) at hidden layer "act2" (6 neurons), neuron 1;
+# ``at=(layer, neuron)`` for another model.
+AT = ("act2", 1)
 ALL = {
-    "neuron_gradient": lambda m, x, **kw: attrfx.neuron_gradient(m, "act2", x, 1, **kw),
-    "neuron_integrated_gradients": lambda m, x, **kw: attrfx.neuron_integrated_gradients(m, "act2", x, 1, n_steps=6,
-                                                                                         **kw),
-    "neuron_conductance": lambda m, x, **kw: attrfx.neuron_conductance(m, "act2", x, 1, target=2, n_steps=6, **kw),
-    "neuron_gradient_shap": lambda m, x, **kw: attrfx.neuron_gradient_shap(
-        m, "act2", x, 1, kw.pop("baselines", ZEROS).to(x.dtype), generator=torch.Generator().manual_seed(0), **kw),
-    "neuron_deeplift": lambda m, x, **kw: attrfx.neuron_deeplift(m, "act2", x, 1, **kw),
-    "neuron_deeplift_shap": lambda m, x, **kw: attrfx.neuron_deeplift_shap(
-        m, "act2", x, 1, kw.pop("baselines", ZEROS).to(x.dtype), **kw),
-    "neuron_guided_backprop": lambda m, x, **kw: attrfx.neuron_guided_backprop(m, "act2", x, 1, **kw),
-    "neuron_deconvolution": lambda m, x, **kw: attrfx.neuron_deconvolution(m, "act2", x, 1, **kw),
-    "neuron_feature_ablation": lambda m, x, **kw: attrfx.neuron_feature_ablation(m, "act2", x, 1, **kw),
-    "layer_gradient_x_activation": lambda m, x, **kw: attrfx.layer_gradient_x_activation(m, "act2", x, target=2,
-                                                                                         **kw),
-    "layer_gradcam": lambda m, x, **kw: attrfx.layer_gradcam(m, "act2", x, target=2, **kw),
-    "layer_conductance": lambda m, x, **kw: attrfx.layer_conductance(m, "act2", x, target=2, n_steps=6, **kw),
+    "neuron_gradient": lambda m, x, at=AT, **kw: attrfx.neuron_gradient(m, at[0], x, at[1], **kw),
+    "neuron_integrated_gradients": lambda m, x, at=AT, **kw: attrfx.neuron_integrated_gradients(
+        m, at[0], x, at[1], n_steps=6, **kw),
+    "neuron_conductance": lambda m, x, at=AT, **kw: attrfx.neuron_conductance(m, at[0], x, at[1], target=2, n_steps=6,
+                                                                               **kw),
+    "neuron_gradient_shap": lambda m, x, at=AT, **kw: attrfx.neuron_gradient_shap(
+        m, at[0], x, at[1], kw.pop("baselines", ZEROS).to(x.dtype), generator=torch.Generator().manual_seed(0), **kw),
+    "neuron_deeplift": lambda m, x, at=AT, **kw: attrfx.neuron_deeplift(m, at[0], x, at[1], **kw),
+    "neuron_deeplift_shap": lambda m, x, at=AT, **kw: attrfx.neuron_deeplift_shap(
+        m, at[0], x, at[1], kw.pop("baselines", ZEROS).to(x.dtype), **kw),
+    "neuron_guided_backprop": lambda m, x, at=AT, **kw: attrfx.neuron_guided_backprop(m, at[0], x, at[1], **kw),
+    "neuron_deconvolution": lambda m, x, at=AT, **kw: attrfx.neuron_deconvolution(m, at[0], x, at[1], **kw),
+    "neuron_feature_ablation": lambda m, x, at=AT, **kw: attrfx.neuron_feature_ablation(m, at[0], x, at[1], **kw),
+    "layer_gradient_x_activation": lambda m, x, at=AT, **kw: attrfx.layer_gradient_x_activation(
+        m, at[0], x, target=2, **kw),
+    "layer_gradcam": lambda m, x, at=AT, **kw: attrfx.layer_gradcam(m, at[0], x, target=2, **kw),
+    "layer_conductance": lambda m, x, at=AT, **kw: attrfx.layer_conductance(m, at[0], x, target=2, n_steps=6, **kw),
 }
 SAMPLED = "neuron_gradient_shap"  # draws depend on the dtype: compared only where the sample cannot matter
 TAKES_BASELINES = ["neuron_integrated_gradients", "neuron_conductance", "neuron_deeplift", "neuron_feature_ablation",
@@ -186,6 +190,22 @@ def test_a_batch_of_one_equals_its_row_of_the_batch(name):
                 assert a.shape == w[i:i + 1].shape  # samples are drawn per example
                 continue
             torch.testing.assert_close(a, w[i:i + 1], rtol=1e-12, atol=1e-12)
+
+
+# --- memory layout ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_channels_last_inputs_give_the_attributions_of_contiguous_ones(name):
+    """Image batches in ``torch.channels_last`` (a faster layout for convolutions on CPU) are attributed as they
+    are: same values as the contiguous batch, and the inputs keep their layout."""
+    model, x = seeded(ConvNet), randn(3, 2, 8, 8)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    kw = {"baselines": torch.zeros(2, 2, 8, 8, dtype=torch.float64)} if "shap" in name else {}
+    ours = ALL[name](model, nhwc, at=("act2", (1, 0, 2)), **kw)
+    reference = ALL[name](model, x, at=("act2", (1, 0, 2)), **kw)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    for a, b in zip(axioms._flat(ours), axioms._flat(reference)):
+        torch.testing.assert_close(a, b)
 
 
 # --- integer token inputs -------------------------------------------------------------------------------------------
