@@ -29,7 +29,7 @@ def layouts(method: str, where: str, reps: int) -> dict[str, float]:
     """Median seconds per call of attrfx / Captum / floor in each layout, and the largest difference from NCHW."""
     case = build("cnn")
     nhwc = case._replace(inputs=case.inputs.contiguous(memory_format=torch.channels_last))
-    fns, reference = {}, {}
+    fns = {}
     for layout, c in (("nchw", case), ("nhwc", nhwc)):
         for who, fn in M.calls(method, c, where)._asdict().items():
             fns[f"{who} {layout}"] = fn
