@@ -132,30 +132,31 @@ def _func_vjp(fn: Callable, primals: tuple, has_aux: bool) -> tuple:
     return (out, pull, *aux)
 
 
-VMAP_ELEMENTS = 1 << 20
-"""At most this many cotangent elements in all (K neurons × the layer's activation) are pulled back under ``vmap``."""
+VMAP_ELEMENTS = 1 << 21
+"""At most this many cotangent elements (neurons × the layer's activation) are pulled back in one batched pass."""
 
 
-def vmap_suits(model: Callable, k: int, hs: Activation) -> bool:
-    """Whether K neurons' backward passes should run under one ``vmap`` rather than one after another.
+def neurons_per_pass(model: Callable, k: int, hs: Activation) -> int:
+    """How many of K neurons' backward passes run together as one batched (``vmap``) pass; 1: one by one.
 
-    Only when each pass is small and overhead-bound — ``K·numel(h) ≤``
-    :data:`VMAP_ELEMENTS` — and every module holding parameters is an
-    ``nn.Linear``: torch's batched backward passes of convolution, BatchNorm and
-    LayerNorm ran 1.5–4× slower than the loop, while on the MLP's 8 rows
-    ``vmap`` was 2× faster (``benchmarks/kernels.py``). Results are equal either way.
+    Blocks of ``⌊VMAP_ELEMENTS / numel(h)⌋`` neurons (:data:`VMAP_ELEMENTS`), when
+    every module holding parameters is an ``nn.Linear``: torch's batched backward
+    passes of convolution, BatchNorm and LayerNorm ran 1.5–4× slower than the
+    loop, while on the MLP's 8 rows one batched pass of 64 neurons was 2× faster
+    (``benchmarks/kernels.py``). Results are equal either way.
 
     Example:
-        >>> vmap_suits(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), 16, (torch.zeros(8, 4),))
-        True
-        >>> vmap_suits(nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU()), 16, (torch.zeros(8, 4, 6),))
-        False
+        >>> neurons_per_pass(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), 16, (torch.zeros(8, 4),))
+        16
+        >>> neurons_per_pass(nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU()), 16, (torch.zeros(8, 4, 6),))
+        1
     """
-    return (k > 1 and k * sum(h.numel() for h in hs) <= VMAP_ELEMENTS and isinstance(model, nn.Module)
-            and all(isinstance(m, nn.Linear) for m in model.modules() if next(m.parameters(False), None) is not None))
+    linear_only = isinstance(model, nn.Module) and all(
+        isinstance(m, nn.Linear) for m in model.modules() if next(m.parameters(False), None) is not None)
+    return max(1, min(k, VMAP_ELEMENTS // max(1, sum(h.numel() for h in hs)))) if linear_only else 1
 
 
-def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched: bool,
+def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, per_pass: int,
                  each: Optional[Callable[[tuple[Tensor, ...], slice], tuple[Tensor, ...]]] = None
                  ) -> tuple[Tensor, ...]:
     """``∂n_k/∂x = pull(∂(Σ_rows n_k)/∂h)`` for each neuron: ``[K, N, ...]`` per input.
@@ -163,26 +164,30 @@ def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, batched:
     ``pull`` is the :func:`vjp` of ``x ↦ h`` (one forward pass, shared by all K
     neurons); each neuron's cotangent is built at the layer
     (:func:`neuron_cotangent`), so its backward pass carries that neuron alone.
-    With ``batched`` (:func:`vmap_suits`) the K cotangents are pulled back in
-    one batched pass; otherwise one after another, so intermediates are one
-    backward pass's. The last pass frees the graph. ``each(block, ks)`` maps every
-    block of gradients (``[k, N, ...]`` per input, of the neurons ``ks``: all K
-    batched, else one) as soon as it is pulled back, e.g. integrates it, so the K
-    gradients are never held together.
+    The neurons are pulled back in blocks of ``per_pass`` (:func:`neurons_per_pass`):
+    a block of several runs as one batched pass, a block of one as a plain pass,
+    so intermediates are one block's. The last pass frees the graph. ``each(block, ks)``
+    maps every block of gradients (``[k, N, ...]`` per input, of the neurons
+    ``ks``) as soon as it is pulled back, e.g. integrates it, so the K gradients
+    are never held together.
 
     Example:
         >>> hs, pull = vjp(lambda x: (2 * x,), torch.randn(3, 2))
-        >>> pull_neurons(pull, [IndexNeuron((slice(None), 1), False)], hs, False)[0][0].tolist()
+        >>> pull_neurons(pull, [IndexNeuron((slice(None), 1), False)], hs, 1)[0][0].tolist()
         [[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]]
     """
     k, each = len(neurons), each or (lambda block, ks: block)
-    if batched:
-        cotangents = [neuron_cotangent(n, hs) for n in neurons]
-        return each(pull(tuple(torch.stack(c) for c in zip(*cotangents)), retain_graph=False, batched=True),
-                    slice(0, k))
-    blocks = [each(tuple(g[None] for g in pull(neuron_cotangent(n, hs), retain_graph=i < k - 1)), slice(i, i + 1))
-              for i, n in enumerate(neurons)]
-    return blocks[0] if k == 1 else tuple(torch.cat(b) for b in zip(*blocks))
+    blocks = [each(_pull_block(pull, neurons[ks], hs, retain_graph=ks.stop < k), ks)
+              for ks in (slice(i, min(i + per_pass, k)) for i in range(0, k, per_pass))]
+    return blocks[0] if len(blocks) == 1 else tuple(torch.cat(b) for b in zip(*blocks))
+
+
+def _pull_block(pull: Pull, neurons: Sequence[Neuron], hs: Activation, retain_graph: bool) -> tuple[Tensor, ...]:
+    """The input gradients ``[k, N, ...]`` of a block of neurons: one plain pass for one, one batched for more."""
+    if len(neurons) == 1:
+        return tuple(g[None] for g in pull(neuron_cotangent(neurons[0], hs), retain_graph=retain_graph))
+    cotangents = zip(*(neuron_cotangent(n, hs) for n in neurons))
+    return pull(tuple(torch.stack(c) for c in cotangents), retain_graph=retain_graph, batched=True)
 
 
 def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
@@ -237,7 +242,7 @@ def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Se
                                   each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor]:
     """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
     hs, pull = vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
-    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs), each), stack_values(neurons, hs)
+    return pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), each), stack_values(neurons, hs)
 
 
 def first_neuron_input_grads(model: Callable, layer: nn.Module,
@@ -258,7 +263,7 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
 
     hs, pull, runs = vjp(forward, *xs, has_aux=True)
     neurons = learn(runs, counted[0], rows or xs[0].shape[0])
-    return pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs), each)
+    return pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), each)
 
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
@@ -333,5 +338,5 @@ def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequ
     hs, pull, layer_grad = vjp(activation, *xs, has_aux=True)
     values, rates = stack_values(neurons, hs), stack_values(neurons, layer_grad)
     per_block = None if each is None else (lambda block, ks: each(block, rates[ks]))
-    input_grads = pull_neurons(pull, neurons, hs, vmap_suits(model, len(neurons), hs), per_block)
+    input_grads = pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), per_block)
     return input_grads, rates, values

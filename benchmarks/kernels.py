@@ -1,11 +1,11 @@
 """Two kernel choices behind attrfx, measured against Captum and the autograd floor.
 
 1. K neurons in one call: after one shared forward pass, the K backward
-   passes (each from its neuron's cotangent at the layer) run as a loop or
-   under one ``torch.func.vmap`` over the K cotangents
-   (``attrfx.gradients.vmap_suits`` chooses; both are timed here by setting
-   ``gradients.VMAP_ELEMENTS``). Compared with K Captum calls and the floor
-   (one forward pass, K ``autograd.grad`` calls on its graph).
+   passes (each from its neuron's cotangent at the layer) run one by one,
+   all under one ``torch.func.vmap`` over the K cotangents, or in the blocks
+   ``attrfx.gradients.neurons_per_pass`` chooses (all three timed here by
+   setting ``gradients.VMAP_ELEMENTS``). Compared with K Captum calls and the
+   K floor (one forward pass, K ``autograd.grad`` calls on its graph).
 2. Neuron conductance: attrfx nests two ``gradients.vjp`` (one per side of
    the layer; plain autograd outside ``torch.func`` transforms); the
    alternative is two pruned ``autograd.grad`` calls over one cut forward pass
@@ -46,38 +46,36 @@ def interleaved(runs: dict, reps: int) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def k_neurons(case, which: str, k: int, reps: int) -> None:
-    model, x = case.model, case.inputs
-    name = case.layers[which]
-    sels = methods.k_selectors(case, which, k)
-    captum = methods._captum().NeuronGradient(model, model.get_submodule(name))
-    fz = methods.frozen(model)
-    picks = [methods._pick(s) for s in sels]
+K_ROWS = [("mlp", "neuron_gradient"), ("cnn", "neuron_gradient"), ("tfm", "neuron_gradient"),
+          ("mlp", "neuron_integrated_gradients"), ("mlp", "neuron_conductance")]
+"""(model, method) pairs of the K-neuron comparison: 8 rows per pass for neuron_gradient, 400 on the paths."""
 
-    def floor():
-        xg = x.detach().requires_grad_()
-        h = methods.prefix(fz, fz.get_submodule(name), xg)
-        return [torch.autograd.grad(p(h).sum(), xg, retain_graph=True)[0] for p in picks]
+
+def k_neurons(case, method: str, which: str, k: int, reps: int) -> None:
+    """K neurons one pass each, in one batched pass, and in attrfx's blocks; K Captum calls; the K floor."""
+    sels = methods.k_selectors(case, which, k)
+    calls = methods.k_calls(method, case, which, sels)
 
     def attrfx_with(limit):
         def run():
             gradients.VMAP_ELEMENTS = limit
             try:
-                return attrfx.neuron_gradient(model, name, x, sels)
+                return calls.attrfx()
             finally:
                 gradients.VMAP_ELEMENTS = chosen
         return run
 
     chosen = gradients.VMAP_ELEMENTS
-    loop, vmapped = attrfx_with(0), attrfx_with(1 << 62)
-    assert torch.equal(loop(), vmapped())
-    (site,) = probe.inspect_layers(model, [model.get_submodule(name)], (x,), ())
-    pick = "vmap" if gradients.vmap_suits(model, k, (torch.empty((x.shape[0],) + site.shapes[0]),)) else "loop"
-    t = interleaved({"loop": loop, "vmap": vmapped, "Captum": lambda: [captum.attribute(x, s) for s in sels],
-                     "floor": floor}, reps)
-    a = t[pick]
-    print(f"{case.name:4s} {which:5s} K={k:<3d} loop {1e3 * t['loop']:8.1f} ms  vmap {1e3 * t['vmap']:8.1f} ms  "
-          f"attrfx uses {pick}: Captum/attrfx {t['Captum'] / a:5.2f}  attrfx/floor {a / t['floor']:5.2f}")
+    runs = {"loop": attrfx_with(0), "one pass": attrfx_with(1 << 62), "attrfx": attrfx_with(chosen)}
+    torch.testing.assert_close(runs["loop"](), runs["one pass"](), rtol=1e-5, atol=1e-7)
+    name = case.layers[which]
+    (site,) = probe.inspect_layers(case.model, [case.model.get_submodule(name)], (case.inputs,), ())
+    rows = case.inputs.shape[0] * (1 if method == "neuron_gradient" else methods.Settings().n_steps)
+    per_pass = gradients.neurons_per_pass(case.model, k, (torch.empty((rows,) + site.shapes[0]),))
+    t = interleaved({**runs, "Captum": calls.captum, "floor": calls.floor}, reps)
+    print(f"{case.name:4s} {which:5s} {method:28s} K={k:<3d} loop {1e3 * t['loop']:8.1f} ms  "
+          f"one pass {1e3 * t['one pass']:8.1f} ms  attrfx (blocks of {per_pass}) {1e3 * t['attrfx']:8.1f} ms  "
+          f"Captum/attrfx {t['Captum'] / t['attrfx']:5.2f}  attrfx/floor {t['attrfx'] / t['floor']:5.2f}")
 
 
 def plain_conductance(model, site, neurons, points, target):
@@ -137,9 +135,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, medians of {args.reps} interleaved runs; "
           f"{allocator}\n")
-    print(f"1. K = {args.k} neurons in one call (neuron_gradient): loop vs vmap over cotangents")
-    for name in ("mlp", "cnn", "tfm"):
-        k_neurons(models.build(name), "early", args.k, args.reps)
+    print(f"1. K = {args.k} neurons in one call: one backward pass per neuron (loop), all in one batched pass, "
+          f"attrfx's blocks")
+    for name, method in K_ROWS:
+        k_neurons(models.build(name), method, "early", args.k, args.reps)
     print("\n2. neuron_conductance kernel: nested vjp vs two autograd.grad calls (riemann_trapezoid, 50 steps)")
     cnn = models.build("cnn")
     for which in ("early", "late"):

@@ -194,26 +194,38 @@ def test_k_neurons_equal_k_single_calls(method):
         torch.testing.assert_close(many[k], fn(net, x, sel), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["loop", "vmap"])
+@pytest.mark.parametrize("per_pass", [1, 3, 64], ids=["one-by-one", "blocks-of-3", "one-batched-pass"])
 @pytest.mark.parametrize("method", sorted(K_METHODS))
-def test_k_backward_passes_give_the_single_results_looped_or_vmapped(method, batched, monkeypatch):
-    monkeypatch.setattr(gradients, "VMAP_ELEMENTS", 1 << 62 if batched else 0)
+def test_k_backward_passes_give_the_single_results_in_any_blocks(method, per_pass, monkeypatch):
+    blocks, pull_block = [], gradients._pull_block
+
+    def counted(pull, neurons, *args, **kwargs):
+        blocks.append(len(neurons))
+        return pull_block(pull, neurons, *args, **kwargs)
+
+    monkeypatch.setattr(gradients, "neurons_per_pass", lambda model, k, hs: min(k, per_pass))
+    monkeypatch.setattr(gradients, "_pull_block", counted)
     net, x = make()
-    assert gradients.vmap_suits(net, len(SELECTORS), (torch.zeros(N, 5),)) == batched
     fn, _ = K_METHODS[method]
-    many = fn(net, x, SELECTORS + [lambda h: h[:, 1] * h[:, 2]])      # a callable: its cotangent comes from a vjp
-    for k, sel in enumerate(SELECTORS):
-        torch.testing.assert_close(many[k], fn(net, x, sel), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(many[-1], fn(net, x, lambda h: h[:, 1] * h[:, 2]), rtol=1e-12, atol=1e-12)
+    callable_selector = lambda h: h[:, 1] * h[:, 2]                   # its cotangent comes from a vjp
+    many = fn(net, x, SELECTORS + [callable_selector])
+    k = len(SELECTORS) + 1
+    assert blocks == [min(per_pass, k - i) for i in range(0, k, per_pass)]
+    blocks.clear()
+    for i, sel in enumerate(SELECTORS + [callable_selector]):
+        torch.testing.assert_close(many[i], fn(net, x, sel), rtol=1e-12, atol=1e-12)
 
 
-def test_vmap_only_for_small_linear_prefixes():
-    small = (torch.zeros(8, 16),)
-    assert gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.ReLU()), 64, small)
-    assert not gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.ReLU()), 1, small)       # one neuron: no batch
-    assert not gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.ReLU()), 64, (torch.zeros(8, 1 << 14),))
-    assert not gradients.vmap_suits(nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16)), 64, small)
-    assert not gradients.vmap_suits(lambda x: x, 64, small)                                      # not a module
+def test_neurons_per_pass_batches_only_linear_prefixes_within_the_element_budget(monkeypatch):
+    monkeypatch.setattr(gradients, "VMAP_ELEMENTS", 1000)
+    linear = nn.Sequential(nn.Linear(4, 16), nn.ReLU())
+    h = (torch.zeros(8, 16),)                                          # 128 cotangent elements per neuron
+    assert gradients.neurons_per_pass(linear, 64, h) == 7
+    assert gradients.neurons_per_pass(linear, 5, h) == 5
+    assert gradients.neurons_per_pass(linear, 1, h) == 1
+    assert gradients.neurons_per_pass(linear, 64, (torch.zeros(8, 1 << 14),)) == 1     # one neuron over budget
+    assert gradients.neurons_per_pass(nn.Sequential(nn.Linear(4, 16), nn.LayerNorm(16)), 64, h) == 1
+    assert gradients.neurons_per_pass(lambda x: x, 64, h) == 1                         # not a module
 
 
 CHUNKED = {
