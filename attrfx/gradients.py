@@ -151,9 +151,11 @@ def neurons_per_pass(model: Callable, k: int, hs: Activation) -> int:
         >>> neurons_per_pass(nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU()), 16, (torch.zeros(8, 4, 6),))
         1
     """
-    linear_only = isinstance(model, nn.Module) and all(
-        isinstance(m, nn.Linear) for m in model.modules() if next(m.parameters(False), None) is not None)
-    return max(1, min(k, VMAP_ELEMENTS // max(1, sum(h.numel() for h in hs)))) if linear_only else 1
+    per_pass = min(k, VMAP_ELEMENTS // max(1, sum(h.numel() for h in hs)))
+    if per_pass < 2 or not isinstance(model, nn.Module):  # (checked first: one neuron is the common call)
+        return 1
+    held = (m for m in model.modules() if next(m.parameters(False), None) is not None)
+    return per_pass if all(isinstance(m, nn.Linear) for m in held) else 1
 
 
 def pull_neurons(pull: Pull, neurons: Sequence[Neuron], hs: Activation, per_pass: int,
