@@ -139,10 +139,11 @@ VMAP_ELEMENTS = 1 << 21
 def neurons_per_pass(model: Callable, k: int, hs: Activation) -> int:
     """How many of K neurons' backward passes run together as one batched (``vmap``) pass; 1: one by one.
 
-    Blocks of ``⌊VMAP_ELEMENTS / numel(h)⌋`` neurons (:data:`VMAP_ELEMENTS`), when
-    every module holding parameters is an ``nn.Linear``: torch's batched backward
-    passes of convolution, BatchNorm and LayerNorm ran 1.5–4× slower than the
-    loop, while on the MLP's 8 rows one batched pass of 64 neurons was 2× faster
+    ``min(K, ⌊VMAP_ELEMENTS / numel(h)⌋)`` neurons (:data:`VMAP_ELEMENTS`) when
+    every module holding parameters is an ``nn.Linear``: on the MLP's 8 rows one
+    batched pass of 64 neurons was 3× faster than one by one, on its 400 path
+    rows blocks of 10 were 7–18% faster; torch's batched backward passes of
+    convolution, BatchNorm and LayerNorm gained nothing or ran up to 4× slower
     (``benchmarks/kernels.py``). Results are equal either way.
 
     Example:
