@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_output_probe,
-                    forward_with_probe, transformed, zero_deltas)
+                    forward_with_probe, submodules, transformed, zero_deltas)
 from .selectors import IndexNeuron, Neuron, Target, select_target
 
 
@@ -155,7 +155,7 @@ def neurons_per_pass(model: Callable, k: int, hs: Activation) -> int:
     per_pass = min(k, VMAP_ELEMENTS // max(1, sum(h.numel() for h in hs)))
     if per_pass < 2 or not isinstance(model, nn.Module):  # (checked first: one neuron is the common call)
         return 1
-    held = (m for m in model.modules() if next(m.parameters(False), None) is not None)
+    held = (m for m in submodules(model) if next(m.parameters(False), None) is not None)
     return per_pass if all(isinstance(m, nn.Linear) for m in held) else 1
 
 
