@@ -2,10 +2,11 @@
 
 Every method is a pure function composed of public primitives:
 :mod:`~attrfx.quadrature`, :mod:`~attrfx.paths`, :mod:`~attrfx.probe`,
-:mod:`~attrfx.selectors`, :mod:`~attrfx.noise` and :mod:`~attrfx.gradients`.
+:mod:`~attrfx.selectors`, :mod:`~attrfx.noise`, :mod:`~attrfx.gradients` and
+:mod:`~attrfx.slicing`.
 """
 
-from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors, viz
+from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors, slicing, viz
 from ._errors import AttrfxTypeError, AttrfxValueError
 from . import adaptive
 from .adaptive import Convergence, IntegrationBudgetWarning
@@ -39,6 +40,7 @@ __all__ = [
     "probe",
     "quadrature",
     "selectors",
+    "slicing",
     "viz",
     "ablation",
     "rules",

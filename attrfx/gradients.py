@@ -32,6 +32,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_output_probe,
                     forward_with_probe, submodules, transformed, zero_deltas)
 from .selectors import IndexNeuron, Neuron, Target, select_target
+from .slicing import LinearRows, only_rows
 
 
 Pull = Callable[..., tuple[Any, ...]]
@@ -213,11 +214,11 @@ def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
 
 
 def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], args: tuple,
-                  at_input: bool) -> Callable[..., Tensor]:
-    """``x ↦ [n_k(x)]``, shape ``[K, N]``; the forward pass stops at the layer."""
+                  at_input: bool, only: Optional[LinearRows] = None) -> Callable[..., Tensor]:
+    """``x ↦ [n_k(x)]``, shape ``[K, N]``; the forward pass stops at the layer (``only``: :func:`prefix`)."""
 
     def values(*xs: Tensor) -> Tensor:
-        return stack_values(neurons, forward_to_layer(model, layer, xs, args, at_input=at_input))
+        return stack_values(neurons, prefix(model, layer, xs, args, at_input, only))
 
     return values
 
@@ -227,9 +228,19 @@ def stack_values(neurons: Sequence[Neuron], hs: Activation) -> Tensor:
     return torch.stack([n(hs) for n in neurons])
 
 
+def prefix(model: Callable, layer: nn.Module, xs: Sequence[Tensor], args: tuple, at_input: bool,
+           only: Optional[LinearRows]) -> Activation:
+    """:func:`~attrfx.probe.forward_to_layer`, computing only the rows ``only`` of the Linear that feeds the
+    layer (:func:`~attrfx.slicing.only_rows`; all of it for None): the selected neurons are the same."""
+    with only_rows(only):
+        return forward_to_layer(model, layer, xs, args, at_input=at_input)
+
+
 def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
-                       args: tuple, *, at_input: bool = False, each: Optional[Callable] = None) -> tuple[Tensor, ...]:
-    """``∂n_k/∂x`` for each neuron k and input x: tensors ``[K, N, ...]`` (``each``: see :func:`pull_neurons`).
+                       args: tuple, *, at_input: bool = False, each: Optional[Callable] = None,
+                       only: Optional[LinearRows] = None) -> tuple[Tensor, ...]:
+    """``∂n_k/∂x`` for each neuron k and input x: tensors ``[K, N, ...]`` (``each``: see :func:`pull_neurons`;
+    ``only``: :func:`prefix`).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
@@ -237,14 +248,15 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
         >>> torch.equal(g[0, 0], net[0].weight[1])
         True
     """
-    return neuron_input_grads_and_values(model, layer, neurons, xs, args, at_input=at_input, each=each)[0]
+    return neuron_input_grads_and_values(model, layer, neurons, xs, args, at_input=at_input, each=each,
+                                         only=only)[0]
 
 
 def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
-                                  args: tuple, *, at_input: bool = False,
-                                  each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor]:
+                                  args: tuple, *, at_input: bool = False, each: Optional[Callable] = None,
+                                  only: Optional[LinearRows] = None) -> tuple[tuple[Tensor, ...], Tensor]:
     """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
-    hs, pull = vjp(lambda *points: forward_to_layer(model, layer, points, args, at_input=at_input), *xs)
+    hs, pull = vjp(lambda *points: prefix(model, layer, points, args, at_input, only), *xs)
     return pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), each), stack_values(neurons, hs)
 
 

@@ -7,6 +7,7 @@ when ``selector`` is a list of K selectors, all computed in one call).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -27,6 +28,7 @@ from .paths import integrate_path, steps_per_chunk
 from .probe import Activation, LayerInfo, first_pass_checks, inspect, resolve_layer, site_info
 from .quadrature import get_rule
 from .selectors import Neuron, check_target, format_target, neuron_selectors
+from .slicing import LinearRows, LinearTrace, likely_feeder, worth_tracing
 
 
 class NeuronSite:
@@ -35,12 +37,14 @@ class NeuronSite:
     From the inspection pass before any work, or — *deferred* — from the first
     forward pass that reaches the layer (:meth:`learn`), which also counts the
     layer's runs (:func:`~attrfx.probe.forward_counting_runs`) and so spares the
-    inspection pass.
+    inspection pass. ``only``: the rows of the Linear feeding the layer that the
+    neurons read, when the passes to the layer need compute no others
+    (:mod:`attrfx.slicing`).
     """
 
     def __init__(self, info: Optional[LayerInfo] = None, neurons: Optional[list[Neuron]] = None,
-                 selector: Any = None, batch_total_ok: bool = False):
-        self.info, self.neurons = info, neurons
+                 selector: Any = None, batch_total_ok: bool = False, only: Optional[LinearRows] = None):
+        self.info, self.neurons, self.only = info, neurons, only
         self.selector, self.batch_total_ok = selector, batch_total_ok
 
     def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool, n: int) -> list[Neuron]:
@@ -92,7 +96,7 @@ class NeuronProblem(NamedTuple):
             return first_neuron_input_grads(model, self.layer, functools.partial(self.site.learn, self), points,
                                             args, rows=rows, each=per_block)
         return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input,
-                                  each=per_block)
+                                  each=per_block, only=self.site.only)
 
     def result(self, values: tuple[Tensor, ...]) -> Inputs:
         """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
@@ -101,7 +105,7 @@ class NeuronProblem(NamedTuple):
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
                    at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False,
-                   deferrable: bool = False) -> NeuronProblem:
+                   deferrable: bool = False, copies_per_pass: int = 0) -> NeuronProblem:
     """Validate and set up a neuron attribution (one small inspection pass of the model, or none).
 
     ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation);
@@ -111,7 +115,12 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     nothing) unless a selector is a callable: that one is checked on real activations.
     ``deferrable`` (methods whose work is :meth:`NeuronProblem.input_grads` and nothing else stateful
     before it) skips the inspection pass where the first real pass can do its checks: plain autograd,
-    an ``nn.Module`` in eval mode, the layer's output, index selectors.
+    an ``nn.Module`` in eval mode, the layer's output, index selectors. Methods that run the model
+    only to the layer give ``copies_per_pass``, the copies of the batch one of their passes holds
+    (path steps, baselines): under the same conditions the inspection pass is then traced for a
+    Linear feeding the layer whose selected rows alone need computing (:mod:`attrfx.slicing`), where
+    one is likely, and, for a deferrable method, where the passes are big enough to repay it
+    (:func:`~attrfx.slicing.worth_tracing`).
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
@@ -120,16 +129,21 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     module = resolve_layer(model, layer)
     selectors = selector if isinstance(selector, list) else [selector]
     callables = any(callable(s) for s in selectors)
-    if deferrable and not callables and not at_input and selectors and first_pass_checks(model):
+    early = not callables and not at_input and selectors and first_pass_checks(model)
+    feeder = likely_feeder(model, module) if early and copies_per_pass else None
+    traced = feeder is not None and (not deferrable or worth_tracing(feeder, xs, copies_per_pass))
+    if early and deferrable and not traced:
         site = NeuronSite(selector=selector, batch_total_ok=batch_total_ok)
         return NeuronProblem(model, module, xs, was_tuple, args, site, isinstance(selector, list), False)
-    seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)
+    with LinearTrace(model) if traced else contextlib.nullcontext() as trace:
+        seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)
     (info,) = seen.sites
     neurons, is_list = neuron_selectors(selector, info, batch_total_ok=batch_total_ok)
     for neuron in neurons if seen.activations[0][0].shape[0] else []:  # (an empty pass has no callables)
         neuron(seen.activations[0])  # a callable selector shows its shape errors here, on the user's batch
-    return NeuronProblem(model, module, xs, was_tuple, args, NeuronSite(info, neurons), is_list, bool(at_input),
-                         seen.output)
+    only = trace.rows_for(seen.activations[0][0], neurons) if traced else None
+    return NeuronProblem(model, module, xs, was_tuple, args, NeuronSite(info, neurons, only=only), is_list,
+                         bool(at_input), seen.output)
 
 
 def _times_inputs(values: tuple[Tensor, ...], xs, bs, multiply_by_inputs: bool) -> tuple[Tensor, ...]:
@@ -165,7 +179,7 @@ def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=N
         Simonyan et al., "Deep Inside Convolutional Networks", 2013.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, deferrable=True)
+                       batch_total_ok=True, deferrable=True, copies_per_pass=1)
     return p.result(p.input_grads(p.xs))
 
 
@@ -206,7 +220,8 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
         Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, deferrable=not is_auto(n_steps))
+                       batch_total_ok=True, deferrable=not is_auto(n_steps),
+                       copies_per_pass=1 if is_auto(n_steps) else n_steps)
     bs = format_baselines(baselines, p.xs)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,
@@ -285,7 +300,7 @@ def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name:
     tolerance, max_steps = check_auto(tolerance, max_steps)
     n = p.n_examples
     chunk = steps_per_chunk(internal_batch_size, 1, 1 << 62)
-    values = neuron_values(p.model, p.layer, p.neurons, p.args, p.at_input)
+    values = neuron_values(p.model, p.layer, p.neurons, p.args, p.at_input, p.site.only)
     full_bs = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
     diffs = tuple(x - b for x, b in zip(p.xs, full_bs))
     ends = (values(*full_bs), values(*p.xs))
@@ -294,7 +309,8 @@ def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name:
         points = rows_on_path(p.xs, bs, examples, alphas)
         args, rows_target = rows_of(p.args, target, n, examples)
         if target is None:
-            grads, at = neuron_input_grads_and_values(p.model, p.layer, p.neurons, points, args, at_input=p.at_input)
+            grads, at = neuron_input_grads_and_values(p.model, p.layer, p.neurons, points, args, at_input=p.at_input,
+                                                      only=p.site.only)
             flows = grads
         else:
             grads, rates, at = conductance_grads_and_values(p.model, p.info, p.neurons, points, args, rows_target)
@@ -338,7 +354,7 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True)
+                       batch_total_ok=True, copies_per_pass=1)
     dists = format_distribution(baselines, inputs, p.xs)
     check_count("n_samples", n_samples)
     gen = make_generator(generator)

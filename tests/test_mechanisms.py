@@ -18,6 +18,8 @@ the whole model anyway; the other methods run one small inspection pass
 first: on an empty batch, or on
 ``min(2, N)`` examples when a callable selector must be checked on real
 activations. The counts below allow exactly that one small pass and nothing else.
+Where a Linear likely feeds the layer and the passes are big, the small pass
+runs first to trace it (``tests/test_slicing.py``).
 """
 
 from __future__ import annotations
