@@ -128,7 +128,7 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
         Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       need_float=False, copies_per_pass=1)
+                       need_float=False, narrows=True)
     bs = format_baselines(baselines, p.xs)
     masks = feature_masks(feature_mask, p.xs)
     values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input, p.site.only)

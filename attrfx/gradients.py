@@ -22,6 +22,7 @@ the kernels compose with ``vmap``/``grad``), plain autograd otherwise (faster).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, Optional, Sequence
 
@@ -32,7 +33,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_output_probe,
                     forward_with_probe, submodules, transformed, zero_deltas)
 from .selectors import IndexNeuron, Neuron, Target, select_target
-from .slicing import LinearRows, only_rows
+from .slicing import Guess, LinearRows, only_rows
 
 
 Pull = Callable[..., tuple[Any, ...]]
@@ -261,23 +262,35 @@ def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Se
 
 
 def first_neuron_input_grads(model: Callable, layer: nn.Module,
-                             learn: Callable[[list[Activation], bool, int], Sequence[Neuron]], xs: Sequence[Tensor],
-                             args: tuple, rows: Optional[int] = None,
-                             each: Optional[Callable] = None) -> tuple[Tensor, ...]:
+                             learn: Callable[[list[Activation], bool, int], tuple[Sequence[Neuron], bool]],
+                             xs: Sequence[Tensor], args: tuple, rows: Optional[int] = None,
+                             each: Optional[Callable] = None, guess: Optional[Guess] = None) -> tuple[Tensor, ...]:
     """:func:`neuron_input_grads` for neurons not yet known: ``learn(runs, counted, n)`` gives them from this
-    pass over ``n`` rows (``rows``, when ``model`` runs on other rows than the ``xs`` it is given).
+    pass over ``n`` rows (``rows``, when ``model`` runs on other rows than the ``xs`` it is given), and whether
+    ``guess`` held.
 
     The pass is :func:`~attrfx.probe.forward_counting_runs` (the layer's runs are
     counted on an empty batch after it), so the layer's checks need no pass of their own.
+    With a :class:`~attrfx.slicing.Guess` the pass computes only the guessed rows of a Linear;
+    where the guess did not hold, or the pass failed after the narrowed Linear ran (code before the
+    layer may have read the rows left out), it runs again with the whole Linear.
     """
     counted = [False]  # not in the aux output: torch.func.vjp (inference tensors) takes only tensors there
 
     def forward(*points):
-        runs, counted[0] = forward_counting_runs(model, layer, points, args)
+        with guess if guess is not None else contextlib.nullcontext():
+            runs, counted[0] = forward_counting_runs(model, layer, points, args)
         return (runs[0] if runs else ()), runs
 
-    hs, pull, runs = vjp(forward, *xs, has_aux=True)
-    neurons = learn(runs, counted[0], rows or xs[0].shape[0])
+    try:
+        hs, pull, runs = vjp(forward, *xs, has_aux=True)
+    except Exception:
+        if guess is None or not guess.narrowed:  # the model's own error, before any row was left out
+            raise
+        return first_neuron_input_grads(model, layer, learn, xs, args, rows, each)
+    neurons, held = learn(runs, counted[0], rows or xs[0].shape[0])
+    if guess is not None and not held:
+        return neuron_input_grads(model, layer, neurons, xs, args, each=each)
     return pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), each)
 
 

@@ -28,7 +28,7 @@ from .paths import integrate_path, steps_per_chunk
 from .probe import Activation, LayerInfo, first_pass_checks, inspect, resolve_layer, site_info
 from .quadrature import get_rule
 from .selectors import Neuron, check_target, format_target, neuron_selectors
-from .slicing import LinearRows, LinearTrace, likely_feeder, worth_tracing
+from .slicing import Guess, LinearRows, LinearTrace, likely_chain
 
 
 class NeuronSite:
@@ -39,24 +39,27 @@ class NeuronSite:
     layer's runs (:func:`~attrfx.probe.forward_counting_runs`) and so spares the
     inspection pass. ``only``: the rows of the Linear feeding the layer that the
     neurons read, when the passes to the layer need compute no others
-    (:mod:`attrfx.slicing`).
+    (:mod:`attrfx.slicing`); a deferred site may ``guess`` them for its first pass.
     """
 
     def __init__(self, info: Optional[LayerInfo] = None, neurons: Optional[list[Neuron]] = None,
-                 selector: Any = None, batch_total_ok: bool = False, only: Optional[LinearRows] = None):
-        self.info, self.neurons, self.only = info, neurons, only
+                 selector: Any = None, batch_total_ok: bool = False, only: Optional[LinearRows] = None,
+                 guess: Optional[Guess] = None):
+        self.info, self.neurons, self.only, self.guess = info, neurons, only, guess
         self.selector, self.batch_total_ok = selector, batch_total_ok
 
-    def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool, n: int) -> list[Neuron]:
+    def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool, n: int) -> tuple[list[Neuron], bool]:
         """The neurons, from the layer's outputs ``runs`` in one pass over ``n`` rows (``counted``: all its
-        runs are there)."""
+        runs are there), and whether the site's guess held on that pass (then later passes narrow too)."""
         if counted:
             info = site_info(p.model, p.layer, runs, n)
         else:  # the model could not finish the pass on an empty batch: count with the inspection pass
             (info,) = inspect(p.model, [p.layer], p.xs, p.args, empty=True).sites
         self.info = info
         self.neurons = neuron_selectors(self.selector, info, batch_total_ok=self.batch_total_ok)[0]
-        return self.neurons
+        held = self.guess is not None and self.guess.held(runs[0][0], self.neurons)
+        self.only = self.guess.rows if held else None
+        return self.neurons, held
 
 
 class NeuronProblem(NamedTuple):
@@ -94,7 +97,7 @@ class NeuronProblem(NamedTuple):
         per_block = None if each is None else (lambda block, ks: each(block))
         if self.neurons is None:
             return first_neuron_input_grads(model, self.layer, functools.partial(self.site.learn, self), points,
-                                            args, rows=rows, each=per_block)
+                                            args, rows=rows, each=per_block, guess=self.site.guess)
         return neuron_input_grads(model, self.layer, self.neurons, points, args, at_input=self.at_input,
                                   each=per_block, only=self.site.only)
 
@@ -105,7 +108,7 @@ class NeuronProblem(NamedTuple):
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
                    at_input: bool, *, need_float: bool = True, batch_total_ok: bool = False,
-                   deferrable: bool = False, copies_per_pass: int = 0) -> NeuronProblem:
+                   deferrable: bool = False, narrows: bool = False) -> NeuronProblem:
     """Validate and set up a neuron attribution (one small inspection pass of the model, or none).
 
     ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation);
@@ -116,11 +119,10 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     ``deferrable`` (methods whose work is :meth:`NeuronProblem.input_grads` and nothing else stateful
     before it) skips the inspection pass where the first real pass can do its checks: plain autograd,
     an ``nn.Module`` in eval mode, the layer's output, index selectors. Methods that run the model
-    only to the layer give ``copies_per_pass``, the copies of the batch one of their passes holds
-    (path steps, baselines): under the same conditions the inspection pass is then traced for a
-    Linear feeding the layer whose selected rows alone need computing (:mod:`attrfx.slicing`), where
-    one is likely, and, for a deferrable method, where the passes are big enough to repay it
-    (:func:`~attrfx.slicing.worth_tracing`).
+    only to the layer say so with ``narrows``: under the same conditions, where a Linear likely feeds
+    the layer, only the selected rows of it are computed (:mod:`attrfx.slicing`) — learned by tracing
+    the inspection pass, or, for a deferrable method, guessed for its first pass and confirmed by a
+    trace of it.
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
@@ -130,12 +132,13 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     selectors = selector if isinstance(selector, list) else [selector]
     callables = any(callable(s) for s in selectors)
     early = not callables and not at_input and selectors and first_pass_checks(model)
-    feeder = likely_feeder(model, module) if early and copies_per_pass else None
-    traced = feeder is not None and (not deferrable or worth_tracing(feeder, xs, copies_per_pass))
-    if early and deferrable and not traced:
-        site = NeuronSite(selector=selector, batch_total_ok=batch_total_ok)
+    if early and deferrable:
+        guess = Guess.of(model, module, selectors) if narrows else None
+        site = NeuronSite(selector=selector, batch_total_ok=batch_total_ok, guess=guess)
         return NeuronProblem(model, module, xs, was_tuple, args, site, isinstance(selector, list), False)
-    with LinearTrace(model) if traced else contextlib.nullcontext() as trace:
+    chain = likely_chain(model, module) if early and narrows else None
+    traced = chain is not None
+    with LinearTrace(chain) if traced else contextlib.nullcontext() as trace:
         seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)
     (info,) = seen.sites
     neurons, is_list = neuron_selectors(selector, info, batch_total_ok=batch_total_ok)
@@ -179,7 +182,7 @@ def neuron_gradient(model, layer, inputs, selector, *, additional_forward_args=N
         Simonyan et al., "Deep Inside Convolutional Networks", 2013.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, deferrable=True, copies_per_pass=1)
+                       batch_total_ok=True, deferrable=True, narrows=True)
     return p.result(p.input_grads(p.xs))
 
 
@@ -221,7 +224,7 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
                        batch_total_ok=True, deferrable=not is_auto(n_steps),
-                       copies_per_pass=1 if is_auto(n_steps) else n_steps)
+                       narrows=True)
     bs = format_baselines(baselines, p.xs)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,
@@ -354,7 +357,7 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, copies_per_pass=1)
+                       batch_total_ok=True, narrows=True)
     dists = format_distribution(baselines, inputs, p.xs)
     check_count("n_samples", n_samples)
     gen = make_generator(generator)

@@ -32,20 +32,12 @@ def _require_module(model: Any) -> None:
 
 
 def _rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional_forward_args: Any,
-                  at_input: bool, copies: int = 1) -> NeuronProblem:
+                  at_input: bool) -> NeuronProblem:
     """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed (no target),
-    so the layer is learned from the first pass where it can be (``deferrable``); a pass holds ``copies`` of
-    the batch."""
+    so the layer is learned from the first pass where it can be (``deferrable``), which runs only to the layer."""
     _require_module(model)
     return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True,
-                          deferrable=True, copies_per_pass=copies)
-
-
-def _pair_copies(baselines: Any) -> int:
-    """The copies of the batch in a pass over inputs and references: 2 per baseline (the first dimension of
-    ``baselines``, or of its first tensor)."""
-    first = baselines[0] if isinstance(baselines, (tuple, list)) and baselines else baselines
-    return 2 * (first.shape[0] if isinstance(first, Tensor) and first.dim() else 1)
+                          deferrable=True, narrows=True)
 
 
 def _gradient_under(rule_map: rules.RuleMap, p: NeuronProblem) -> Any:
@@ -144,7 +136,7 @@ def neuron_deeplift(model, layer, inputs, selector, *, baselines=None, additiona
         Differences", 2017; Ancona et al., "Towards better understanding of gradient-based
         attribution methods for deep neural networks", 2018.
     """
-    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input, copies=2)
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     _custom_arity(custom_attribution_func)
     bs = format_baselines(baselines, p.xs)
     multipliers = rescale_multipliers(p, bs)
@@ -176,8 +168,7 @@ def neuron_deeplift_shap(model, layer, inputs, selector, baselines, *, additiona
     References:
         Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", 2017.
     """
-    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                      copies=_pair_copies(baselines))
+    p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     _custom_arity(custom_attribution_func)
     dists = format_distribution(baselines, inputs, p.xs)
     n, m = p.n_examples, dists[0].shape[0]

@@ -54,7 +54,7 @@ def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector", *, ba
     """The function ``activation → neuron value per example`` for one selector."""
     if callable(selector):
         return _callable_neuron(selector, info, arg, batch_total_ok)
-    index = _as_index(selector, arg)
+    index = as_index(selector, arg)
     if info.is_tuple:
         raise bad_value(arg, f"a callable, since layer {info.name} gives {len(info.shapes)} tensors",
                         repr(selector))
@@ -82,8 +82,14 @@ class IndexNeuron:
         return value.reshape(value.shape[0], -1).sum(1) if self.sums else value
 
 
-def _as_index(selector: Any, arg: str,
-              expected: str = "an int, a tuple of ints and slices, a callable, or a list of these") -> tuple:
+def as_index(selector: Any, arg: str,
+             expected: str = "an int, a tuple of ints and slices, a callable, or a list of these") -> tuple:
+    """An index selector (or target) as a tuple of ints and slices; a clear error naming ``arg`` otherwise.
+
+    Example:
+        >>> as_index(3, "selector"), as_index((1, slice(0, 2)), "selector")
+        ((3,), (1, slice(0, 2, None)))
+    """
     parts = selector if isinstance(selector, tuple) else (selector,)
     out = []
     for p in parts:
@@ -154,11 +160,11 @@ def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
     if isinstance(target, list):
         if len(target) != n_examples:
             raise bad_value(arg, f"a list with one entry per example ({n_examples})", f"{len(target)} entries")
-        rows = [_as_index(t, arg, _TARGET_FORMS) for t in target]
+        rows = [as_index(t, arg, _TARGET_FORMS) for t in target]
         if len({len(r) for r in rows}) != 1 or any(isinstance(i, slice) for r in rows for i in r):
             raise bad_value(arg, "a list of ints, or of tuples of ints of one length", repr(target))
         return Target(None, torch.tensor(rows, dtype=torch.long))
-    index = _as_index(target, arg, _TARGET_FORMS)
+    index = as_index(target, arg, _TARGET_FORMS)
     if any(isinstance(i, slice) for i in index):
         raise bad_value(arg, "ints (a slice does not pick one output)", repr(target))
     return Target(index, None)

@@ -8,10 +8,15 @@ of all of them), forward and backward; the other columns are zeros, which no
 selected neuron reads. On an MLP or a transformer's feed-forward block this
 removes most of the last matmul before the layer.
 
-- :class:`LinearTrace` records, on one (empty-batch) pass, which Linear
-  feeds the layer through elementwise modules only;
+- :func:`likely_chain` names, from registration order, the Linear and
+  elementwise modules that likely lead to the layer;
+- :class:`LinearTrace` records, on one pass, whether that Linear does feed
+  the layer through elementwise modules only;
 - :func:`selected_rows` gives the rows index selectors read;
-- :func:`only_rows` makes the Linear compute only those rows during a pass.
+- :func:`only_rows` makes the Linear compute only those rows during a pass;
+- :class:`Guess` does both at once on a method's first real pass, before the
+  layer has been checked: the rows are guessed from the selectors, and the
+  trace confirms them afterwards (or the pass runs again with the whole Linear).
 
 Hooks act only on the thread that registered them and are removed on every
 exit; under a ``torch.func`` transform :func:`only_rows` does nothing (the
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .probe import submodules, transformed
-from .selectors import IndexNeuron, Neuron
+from .selectors import IndexNeuron, Neuron, as_index
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
                nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softplus, nn.Softsign, nn.Identity, nn.Dropout)
@@ -53,11 +58,6 @@ def may_feed(layer: nn.Module) -> bool:
     return plain_linear(layer) or type(layer) in ELEMENTWISE
 
 
-SLICE_WORK = 1 << 23
-"""Passes smaller than this (input elements × the Linear's width, :func:`worth_tracing`) gain less from
-computing only some rows than an inspection pass with a trace costs, where the method could do without one."""
-
-
 def hooked(module: nn.Module) -> bool:
     """Whether any forward or backward hook would run on ``module`` (its own, or global ones).
 
@@ -73,38 +73,31 @@ def hooked(module: nn.Module) -> bool:
     return any(map(bool, own + everyone))
 
 
-def likely_feeder(model: nn.Module, layer: nn.Module) -> Optional[nn.Linear]:
-    """``layer`` if it is a Linear, or its nearest earlier sibling that is not elementwise if that is one: a
-    hint, from registration order alone, of the Linear a :class:`LinearTrace` would find (the trace decides).
+def likely_chain(model: nn.Module, layer: nn.Module) -> Optional[tuple[nn.Module, ...]]:
+    """``(linear, *elementwise, layer)``: the Linear that likely feeds ``layer`` and the modules between, from
+    registration order alone — ``layer`` if it is a Linear, else its nearest earlier sibling that is not
+    elementwise, if that is a Linear. A hint: a :class:`LinearTrace` of these modules decides. None where
+    there is none, or where one of them has hooks (a user's hook may read or change any feature).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.ReLU(), nn.LayerNorm(4), nn.ReLU())
-        >>> likely_feeder(net, net[2]) is net[0], likely_feeder(net, net[4])
+        >>> likely_chain(net, net[2]) == (net[0], net[1], net[2]), likely_chain(net, net[4])
         (True, None)
     """
-    if plain_linear(layer):
-        return layer
-    if type(layer) not in ELEMENTWISE:
-        return None
-    for parent in submodules(model):
-        siblings = list(parent._modules.values())
-        if any(child is layer for child in siblings):
-            earlier = siblings[:next(i for i, child in enumerate(siblings) if child is layer)]
-            before = [m for m in earlier if type(m) not in ELEMENTWISE]
-            return before[-1] if before and plain_linear(before[-1]) else None
-    return None
+    chain = (layer,) if plain_linear(layer) else _elementwise_run(model, layer)
+    return chain if chain and plain_linear(chain[0]) and not any(map(hooked, chain)) else None
 
 
-def worth_tracing(linear: nn.Linear, xs: Sequence[Tensor], copies: int) -> bool:
-    """Whether passes over ``copies`` stacked copies of inputs ``xs`` are big enough for computing only some
-    rows of ``linear`` to repay a traced inspection pass: ``copies · Σ numel(x) · out_features ≥ SLICE_WORK``.
-
-    Example:
-        >>> lin = nn.Linear(784, 512)
-        >>> worth_tracing(lin, (torch.zeros(8, 784),), 1), worth_tracing(lin, (torch.zeros(8, 784),), 50)
-        (False, True)
-    """
-    return copies * sum(x.numel() for x in xs) * linear.out_features >= SLICE_WORK
+def _elementwise_run(model: nn.Module, layer: nn.Module) -> tuple[nn.Module, ...]:
+    """An elementwise ``layer`` with its earlier siblings back to the nearest one that is not elementwise."""
+    if type(layer) in ELEMENTWISE:
+        for parent in submodules(model):
+            siblings = list(parent._modules.values())
+            at = next((i for i, child in enumerate(siblings) if child is layer), None)
+            if at is not None:
+                start = max((i for i in range(at) if type(siblings[i]) not in ELEMENTWISE), default=at)
+                return tuple(siblings[start:at + 1])
+    return ()
 
 
 class LinearRows(NamedTuple):
@@ -115,18 +108,18 @@ class LinearRows(NamedTuple):
 
 
 class LinearTrace:
-    """While in this context, record every run of the model's Linear and elementwise modules on this thread.
+    """While in this context, record every run of ``modules`` (a Linear and elementwise modules) on this thread.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-        >>> with LinearTrace(net) as trace:
+        >>> with LinearTrace(net[:2]) as trace:
         ...     h = net[1](net[0](torch.zeros(0, 3)))
         >>> trace.feeder(h) is net[0]
         True
     """
 
-    def __init__(self, model: nn.Module):
-        self.modules = [m for m in submodules(model) if may_feed(m)]
+    def __init__(self, modules: Sequence[nn.Module]):
+        self.modules = list(modules)
         self.runs: list[tuple[nn.Module, Any, Any]] = []
 
     def __enter__(self) -> "LinearTrace":
@@ -145,17 +138,14 @@ class LinearTrace:
 
     def feeder(self, h: Tensor) -> Optional[nn.Linear]:
         """The Linear whose output became ``h`` through recorded elementwise modules only, on that Linear's
-        first run, with no hooks on any module of that chain (a hook may read or change any feature, so it
-        needs them all); None if there is none."""
-        wanted, chain = h, []
+        first run; None if there is none."""
+        wanted = h
         for i in range(len(self.runs) - 1, -1, -1):
             module, given, made = self.runs[i]
             if made is not wanted:
                 continue
-            chain.append(module)
             if plain_linear(module):
-                first = all(m is not module for m, _, _ in self.runs[:i])
-                return module if first and not any(map(hooked, chain)) else None
+                return module if all(m is not module for m, _, _ in self.runs[:i]) else None
             wanted = given  # an elementwise module: follow its input
         return None
 
@@ -164,6 +154,61 @@ class LinearTrace:
         linear = self.feeder(h)
         index = None if linear is None else selected_rows(neurons, linear.out_features)
         return None if index is None else LinearRows(linear, index)
+
+
+class Guess:
+    """Rows of the Linear that likely feeds a layer (:func:`likely_chain`), to compute alone on a pass made
+    before the layer is known; a trace of that pass tells afterwards whether the guess :meth:`held`.
+
+    While in this context the Linear computes only ``rows`` (:func:`only_rows`) and the chain is traced.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> guess = Guess.of(net, net[1], [(1,)])
+        >>> with guess:
+        ...     h = net[1](net[0](torch.ones(2, 3)))
+        >>> guess.rows.index.tolist(), guess.held(h, [IndexNeuron((slice(None), 1), False)])
+        ([1], True)
+    """
+
+    __slots__ = ("rows", "picked", "trace", "narrowing")
+
+    def __init__(self, picked: list[int], chain: Sequence[nn.Module]):
+        self.rows, self.picked = LinearRows(chain[0], torch.tensor(picked)), picked
+        self.trace, self.narrowing = LinearTrace(chain), only_rows(self.rows)
+
+    @classmethod
+    def of(cls, model: nn.Module, layer: nn.Module, selectors: Sequence[Any]) -> Optional["Guess"]:
+        """The guess for index ``selectors`` (ints or tuples, not yet checked against the layer) of ``layer``'s
+        output, if a Linear likely feeds it and they read under half its rows."""
+        chain = likely_chain(model, layer)
+        if chain is None:
+            return None
+        try:
+            neurons = [IndexNeuron((slice(None),) + as_index(s, "selector"), False) for s in selectors]
+        except (ValueError, TypeError):  # the pass's checks of the selectors report it
+            return None
+        picked = picked_rows(neurons, chain[0].out_features)
+        return None if picked is None else cls(picked, chain)
+
+    def __enter__(self) -> None:
+        self.narrowing.__enter__()
+        self.trace.__enter__()  # after the narrowing, so the trace sees the narrowed output
+
+    def __exit__(self, *exc: Any) -> None:
+        self.trace.__exit__(*exc)
+        self.narrowing.__exit__(*exc)
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether the pass has made the Linear's narrowed output (an error after that may be the guess's)."""
+        return self.narrowing.made
+
+    def held(self, h: Tensor, neurons: Sequence[Neuron]) -> bool:
+        """Whether the pass just traced computed every row that ``neurons`` of the layer's activation ``h`` read:
+        the guessed Linear fed ``h`` through elementwise modules and the neurons read exactly the guessed rows."""
+        linear = self.rows.linear
+        return self.trace.feeder(h) is linear and picked_rows(neurons, linear.out_features) == self.picked
 
 
 def selected_rows(neurons: Sequence[Neuron], size: int) -> Optional[Tensor]:
@@ -175,18 +220,25 @@ def selected_rows(neurons: Sequence[Neuron], size: int) -> Optional[Tensor]:
         >>> selected_rows([IndexNeuron((slice(None), 0, 5), False), IndexNeuron((slice(None), 1, -1), False)], 16)
         tensor([ 5, 15])
     """
+    picked = picked_rows(neurons, size)
+    return None if picked is None else torch.tensor(picked)
+
+
+def picked_rows(neurons: Sequence[Neuron], size: int) -> Optional[list[int]]:
+    """:func:`selected_rows` as a list of ints."""
     picked: set[int] = set()
     for neuron in neurons:
         if not isinstance(neuron, IndexNeuron) or len(neuron.index) < 2:
             return None
         last = neuron.index[-1]
         picked.update(range(size)[last] if isinstance(last, slice) else (last % size,))
-    return torch.tensor(sorted(picked)) if 2 * len(picked) <= size else None
+    return sorted(picked) if 2 * len(picked) <= size else None
 
 
 class only_rows:
     """While in this context, ``rows.linear``'s first run on this thread computes only ``rows.index`` (the other
     output features are zeros); nothing happens for ``rows=None`` or under a ``torch.func`` transform.
+    ``made``: whether that narrowed output has been made.
 
     Example:
         >>> lin = nn.Linear(3, 4)
@@ -196,10 +248,10 @@ class only_rows:
         (True, 0.0)
     """
 
-    __slots__ = ("rows", "handles")
+    __slots__ = ("rows", "handles", "made")
 
     def __init__(self, rows: Optional[LinearRows]):
-        self.rows, self.handles = rows, ()
+        self.rows, self.handles, self.made = rows, (), False
 
     def __enter__(self) -> None:
         if self.rows is None or transformed():
@@ -217,6 +269,7 @@ class only_rows:
             if threading.get_ident() != owner or state["x"] is None:
                 return None
             x, state["x"] = state["x"], None  # later runs of the Linear are left alone
+            self.made = True
             return narrow_linear(linear, x, index.to(linear.weight.device))
 
         self.handles = (linear.register_forward_pre_hook(pre), linear.register_forward_hook(post))
@@ -229,12 +282,19 @@ class only_rows:
 def narrow_linear(linear: nn.Linear, x: Tensor, rows: Tensor) -> Tensor:
     """``linear(x)`` with only output features ``rows`` computed, ``x W[rows]ᵀ + b[rows]``; zeros elsewhere.
 
+    A run of consecutive rows (one neuron, say) takes views of the weights and one pad.
+
     Example:
         >>> lin = nn.Linear(3, 4)
         >>> x = torch.randn(2, 3)
-        >>> torch.allclose(narrow_linear(lin, x, torch.tensor([1, 3]))[:, [1, 3]], lin(x)[:, [1, 3]])
+        >>> all(torch.allclose(narrow_linear(lin, x, torch.tensor(r))[:, r], lin(x)[:, r]) for r in ([1, 3], [1, 2]))
         True
     """
+    first, last, count = int(rows[0]), int(rows[-1]), rows.shape[0]
+    if last - first + 1 == count:
+        bias = None if linear.bias is None else linear.bias.narrow(0, first, count)
+        part = F.linear(x, linear.weight.narrow(0, first, count), bias)
+        return F.pad(part, (first, linear.out_features - 1 - last))
     bias = None if linear.bias is None else linear.bias[rows]
     part = F.linear(x, linear.weight[rows], bias)
     return part.new_zeros(part.shape[:-1] + (linear.out_features,)).index_copy(-1, rows, part)
