@@ -7,7 +7,11 @@ Primitives:
   ``None`` gives every element of every input its own id;
 - :func:`ablate` — attributions ``(f(x) − f(x with feature j ablated))`` spread
   over each feature's elements, evaluating ``perturbations_per_eval`` ablations
-  per forward pass (stacked along dim 0), with no gradients recorded.
+  per forward pass (stacked along dim 0), with no gradients recorded;
+- :func:`linear_ablation` — the same without a pass per feature, for neurons
+  ``φ(x W[rows]ᵀ + b[rows])`` of a Linear that reads an input as it is
+  (``φ`` elementwise): ablating a group shifts the pre-activation by
+  ``Σ_{i∈group} (bᵢ − xᵢ) W[rows, i]``.
 
 :func:`neuron_feature_ablation` explains a hidden neuron; the model stops at
 its layer, and every neuron of a list of selectors comes from the same pass.
@@ -15,10 +19,12 @@ its layer, and every neuron of a list of selectors comes from the same pass.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import math
+from typing import Any, Callable, Optional, Sequence
 
 import torch
-from torch import Tensor, nn  # noqa: F401  (nn: doctest namespace)
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ._api import public
 from ._progress import Progress
@@ -26,6 +32,9 @@ from ._errors import bad_type, bad_value, check_count
 from .gradients import neuron_values
 from .inputs import format_baselines, repeat_args
 from .neuron import neuron_problem
+from .selectors import IndexNeuron, Neuron
+from .probe import forward_to_layer
+from .slicing import LinearRows, only_rows
 
 
 def feature_masks(feature_mask: Any, xs: Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -92,6 +101,86 @@ def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Ten
     return tuple(totals)
 
 
+LINEAR_ABLATION_ELEMENTS = 1 << 24
+"""At most this many elements (examples × input features × rows) in one :func:`linear_ablation`; more ablate by passes."""
+
+
+def input_read_by(given: Tensor, xs: Sequence[Tensor]) -> Optional[int]:
+    """Which input a Linear's input ``given`` is, read as it is: ``[N, D]`` rows of the same memory in the same
+    order (a ``reshape``/``flatten`` view); None if none.
+
+    Example:
+        >>> x = torch.zeros(4, 2, 3)
+        >>> input_read_by(x.flatten(1), (torch.zeros(4, 1), x)), input_read_by(x.transpose(1, 2).flatten(1), (x,))
+        (1, None)
+    """
+    if given.dim() != 2 or given.stride() != (given.shape[1], 1):
+        return None
+    for t, x in enumerate(xs):
+        if (given.data_ptr() == x.data_ptr() and given.dtype == x.dtype and x.is_contiguous()
+                and tuple(given.shape) == (x.shape[0], math.prod(x.shape[1:]))):
+            return t
+    return None
+
+
+def linear_fed(model: Any, layer: nn.Module, only: LinearRows, xs: Sequence[Tensor], args: tuple) -> Optional[int]:
+    """The input that ``only.linear`` reads as it is (:func:`input_read_by`) on a pass to the layer; None if none."""
+    with torch.no_grad(), only_rows(only) as narrowing:
+        forward_to_layer(model, layer, xs, args)
+    return None if narrowing.given is None else input_read_by(narrowing.given, xs)
+
+
+def linear_ablation(path: Sequence[tuple[nn.Module, Any]], only: LinearRows, neurons: Sequence[Neuron],
+                    xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor], fed: int) -> tuple[Tensor, ...]:
+    """:func:`ablate` for neurons of ``φ(a W[rows]ᵀ + b[rows])``, ``a = xs[fed]`` as ``[N, D]``, with no pass per
+    group: ablating group g adds ``Σ_{i∈g} (bᵢ − xᵢ) W[rows, i]`` to the pre-activation. ``path``: the Linear's
+    run, then the elementwise modules ``φ`` (:meth:`~attrfx.slicing.LinearTrace.path_to`); ``neurons`` read the
+    layer's ``[N, F]`` activation at ``only.index``.
+
+    Example:
+        >>> lin, relu = nn.Linear(3, 4), nn.ReLU()
+        >>> x, mask = torch.randn(2, 3), torch.tensor([[0, 0, 1]])
+        >>> picks = [IndexNeuron((slice(None), 2), False)]
+        >>> (ours,) = linear_ablation([(lin, None), (relu, None)], LinearRows(lin, torch.tensor([2])), picks, (x,),
+        ...                           (torch.zeros(()),), (mask,), 0)
+        >>> (passes,) = ablate(lambda v: relu(lin(v))[None, :, 2], (x,), (torch.zeros(()),), (mask,), ())
+        >>> torch.allclose(ours, passes)
+        True
+    """
+    linear, rows = only
+    x = xs[fed]
+    n = x.shape[0]
+    ids, groups = torch.unique(torch.cat([m.flatten() for m in masks]), return_inverse=True)
+    groups = [g.reshape(m.shape) for g, m in zip(groups.split([m.numel() for m in masks]), masks)]
+    weight = linear.weight[rows]  # [R, D]
+    bias = None if linear.bias is None else linear.bias[rows]
+    with torch.no_grad():
+        a = x.reshape(n, -1)
+        change = (torch.broadcast_to(bs[fed], x.shape) - x).reshape(n, -1, 1) * weight.T  # [N, D, R]
+        slot = torch.broadcast_to(groups[fed], x.shape).reshape(n, -1, 1).expand_as(change) + 1
+        shifts = change.new_zeros(n, ids.numel() + 1, rows.numel()).scatter_add_(1, slot, change)  # slot 0: none
+        h = F.linear(a, weight, bias)[:, None, :] + shifts  # [N, 1 + G, R]
+        for module, _ in path[1:]:
+            h = module(h)
+        values = torch.stack([n_(( h.reshape(-1, rows.numel()),)) for n_ in _narrowed(neurons, rows, linear.out_features)])
+        values = values.reshape(len(neurons), n, -1)
+        drops = values[:, :, :1] - values[:, :, 1:]  # [K, N, G]
+    return tuple(drops.gather(2, torch.broadcast_to(g, (n,) + tuple(xt.shape[1:])).reshape(1, n, -1)
+                              .expand(len(neurons), -1, -1)).reshape((len(neurons),) + tuple(xt.shape))
+                 for g, xt in zip(groups, xs))
+
+
+def _narrowed(neurons: Sequence[Neuron], rows: Tensor, size: int) -> list[IndexNeuron]:
+    """Each index neuron of an ``[N, size]`` activation, reading the ``[N, R]`` activation of ``rows`` instead."""
+    at = {j: i for i, j in enumerate(rows.tolist())}
+    out = []
+    for neuron in neurons:
+        last = neuron.index[-1]
+        picked = [at[j] for j in range(size)[last]] if isinstance(last, slice) else at[last % size]
+        out.append(IndexNeuron((slice(None), picked), neuron.sums))
+    return out
+
+
 @public
 def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, additional_forward_args=None,
                             feature_mask=None, attribute_to_neuron_input=False, perturbations_per_eval=1,
@@ -131,9 +220,23 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
                        need_float=False, narrows=True)
     bs = format_baselines(baselines, p.xs)
     masks = feature_masks(feature_mask, p.xs)
-    values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input, p.site.only)
     groups = torch.unique(torch.cat([m.flatten() for m in masks])).numel()
     evaluations = 1 + -(-groups // check_count("perturbations_per_eval", perturbations_per_eval))
+    fed = _linear_fed(p)
+    if fed is not None:
+        with Progress("neuron_feature_ablation", 1, enabled=show_progress) as bar:
+            return p.result(bar.counting(linear_ablation)(p.site.path, p.site.only, p.neurons, p.xs, bs, masks, fed))
+    values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input, p.site.only)
     with Progress("neuron_feature_ablation", evaluations, enabled=show_progress) as bar:
         total = ablate(bar.counting(values), p.xs, bs, masks, p.args, perturbations_per_eval)
     return p.result(total)
+
+
+def _linear_fed(p: Any) -> Optional[int]:
+    """The input that the narrowed Linear feeding the layer reads as it is, when :func:`linear_ablation` applies:
+    a two-dimensional activation of that Linear, its elements bounded by :data:`LINEAR_ABLATION_ELEMENTS`."""
+    if p.site.path is None:
+        return None
+    fed = linear_fed(p.model, p.layer, p.site.only, p.xs, p.args)
+    small = fed is not None and p.xs[fed].numel() * p.site.only.index.numel() <= LINEAR_ABLATION_ELEMENTS
+    return fed if small else None

@@ -39,13 +39,14 @@ class NeuronSite:
     layer's runs (:func:`~attrfx.probe.forward_counting_runs`) and so spares the
     inspection pass. ``only``: the rows of the Linear feeding the layer that the
     neurons read, when the passes to the layer need compute no others
-    (:mod:`attrfx.slicing`); a deferred site may ``guess`` them for its first pass.
+    (:mod:`attrfx.slicing`), and ``path``: that Linear's and the elementwise modules' runs
+    ``(module, its input)`` on the inspection pass; a deferred site may ``guess`` the rows for its first pass.
     """
 
     def __init__(self, info: Optional[LayerInfo] = None, neurons: Optional[list[Neuron]] = None,
                  selector: Any = None, batch_total_ok: bool = False, only: Optional[LinearRows] = None,
-                 guess: Optional[Guess] = None):
-        self.info, self.neurons, self.only, self.guess = info, neurons, only, guess
+                 guess: Optional[Guess] = None, path: Optional[list] = None):
+        self.info, self.neurons, self.only, self.guess, self.path = info, neurons, only, guess, path
         self.selector, self.batch_total_ok = selector, batch_total_ok
 
     def learn(self, p: "NeuronProblem", runs: list[Activation], counted: bool, n: int) -> tuple[list[Neuron], bool]:
@@ -145,8 +146,9 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     for neuron in neurons if seen.activations[0][0].shape[0] else []:  # (an empty pass has no callables)
         neuron(seen.activations[0])  # a callable selector shows its shape errors here, on the user's batch
     only = trace.rows_for(seen.activations[0][0], neurons) if traced else None
-    return NeuronProblem(model, module, xs, was_tuple, args, NeuronSite(info, neurons, only=only), is_list,
-                         bool(at_input), seen.output)
+    path = trace.path_to(seen.activations[0][0]) if only is not None else None
+    return NeuronProblem(model, module, xs, was_tuple, args, NeuronSite(info, neurons, only=only, path=path),
+                         is_list, bool(at_input), seen.output)
 
 
 def _times_inputs(values: tuple[Tensor, ...], xs, bs, multiply_by_inputs: bool) -> tuple[Tensor, ...]:

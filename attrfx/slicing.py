@@ -139,13 +139,20 @@ class LinearTrace:
     def feeder(self, h: Tensor) -> Optional[nn.Linear]:
         """The Linear whose output became ``h`` through recorded elementwise modules only, on that Linear's
         first run; None if there is none."""
-        wanted = h
+        path = self.path_to(h)
+        return None if path is None else path[0][0]
+
+    def path_to(self, h: Tensor) -> Optional[list[tuple[nn.Module, Tensor]]]:
+        """The runs ``(module, its input)`` that made ``h``: :meth:`feeder`'s Linear first, then the elementwise
+        modules in the order they ran; None if there is no such Linear."""
+        wanted, path = h, []
         for i in range(len(self.runs) - 1, -1, -1):
             module, given, made = self.runs[i]
             if made is not wanted:
                 continue
+            path.insert(0, (module, given))
             if plain_linear(module):
-                return module if all(m is not module for m, _, _ in self.runs[:i]) else None
+                return path if all(m is not module for m, _, _ in self.runs[:i]) else None
             wanted = given  # an elementwise module: follow its input
         return None
 
@@ -238,7 +245,7 @@ def picked_rows(neurons: Sequence[Neuron], size: int) -> Optional[list[int]]:
 class only_rows:
     """While in this context, ``rows.linear``'s first run on this thread computes only ``rows.index`` (the other
     output features are zeros); nothing happens for ``rows=None`` or under a ``torch.func`` transform.
-    ``made``: whether that narrowed output has been made.
+    ``made``: whether that narrowed output has been made; ``given``: the input of that run.
 
     Example:
         >>> lin = nn.Linear(3, 4)
@@ -248,14 +255,14 @@ class only_rows:
         (True, 0.0)
     """
 
-    __slots__ = ("rows", "handles", "made")
+    __slots__ = ("rows", "handles", "made", "given")
 
     def __init__(self, rows: Optional[LinearRows]):
-        self.rows, self.handles, self.made = rows, (), False
+        self.rows, self.handles, self.made, self.given = rows, (), False, None
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "only_rows":
         if self.rows is None or transformed():
-            return
+            return self
         linear, index = self.rows
         owner, state = threading.get_ident(), {"x": None, "done": False}
 
@@ -269,10 +276,11 @@ class only_rows:
             if threading.get_ident() != owner or state["x"] is None:
                 return None
             x, state["x"] = state["x"], None  # later runs of the Linear are left alone
-            self.made = True
+            self.made, self.given = True, x
             return narrow_linear(linear, x, index.to(linear.weight.device))
 
         self.handles = (linear.register_forward_pre_hook(pre), linear.register_forward_hook(post))
+        return self
 
     def __exit__(self, *exc: Any) -> None:
         for handle in self.handles:

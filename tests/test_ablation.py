@@ -133,3 +133,98 @@ def test_errors():
     for bad, kind in [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)]:
         with pytest.raises(kind, match="`perturbations_per_eval` must be a positive int"):
             attrfx.neuron_feature_ablation(model, "fc2", x, 0, perturbations_per_eval=bad)
+
+
+class Tabular(nn.Module):
+    """Two inputs; ``fc`` reads the first one flattened (``[B, 2, 4]`` → 8 features), then Tanh → Dropout → ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat, self.fc, self.tanh, self.drop = nn.Flatten(), nn.Linear(8, 12), nn.Tanh(), nn.Dropout(0.3)
+        self.relu, self.side, self.out = nn.ReLU(), nn.Linear(3, 2), nn.Linear(12, 2)
+
+    def forward(self, x, extra):
+        return self.out(self.relu(self.drop(self.tanh(self.fc(self.flat(x)))))) + self.side(extra)
+
+
+class Transposed(Tabular):
+    """The same, but ``fc`` reads the first input transposed (a copy, not the input as it is)."""
+
+    def forward(self, x, extra):
+        return self.out(self.relu(self.drop(self.tanh(self.fc(x.transpose(1, 2).flatten(1)))))) + self.side(extra)
+
+
+TAB_X = (randn(5, 2, 4, seed=11), randn(5, 3, seed=12))
+TAB_MASKS = {
+    "none": None,
+    "shared ids": (torch.tensor([[[0, 0, 1, 1], [2, 2, 1, 4]]]), torch.tensor([[4, 5, 0]])),
+    "per example": (torch.arange(8).reshape(1, 2, 4).repeat(5, 1, 1) % torch.arange(2, 7).reshape(5, 1, 1),
+                    torch.tensor([[7, 7, 8]])),
+}
+TAB_SELECTORS = {"one": 3, "a list with a slice": [(1,), (slice(4, 6),), (11,)]}
+
+
+@pytest.fixture
+def linear_ablations(monkeypatch):
+    """How many calls took the no-pass route of attrfx.ablation.linear_ablation."""
+    from attrfx import ablation
+    seen, real = [], ablation.linear_ablation
+    monkeypatch.setattr(ablation, "linear_ablation", lambda *a: seen.append(1) or real(*a))
+    return seen
+
+
+def by_passes(call):
+    from attrfx import ablation
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ablation, "_linear_fed", lambda p: None)
+        return call()
+
+
+@pytest.mark.parametrize("selector", TAB_SELECTORS)
+@pytest.mark.parametrize("mask", TAB_MASKS)
+@pytest.mark.parametrize("layer", ["fc", "tanh", "relu"])
+def test_a_linear_reading_an_input_ablates_without_a_pass_per_group(layer, mask, selector, linear_ablations):
+    model, sel, feature_mask = seeded(Tabular), TAB_SELECTORS[selector], TAB_MASKS[mask]
+    base = (randn(1, 2, 4, seed=13), 0.5)
+    call = lambda: attrfx.neuron_feature_ablation(model, layer, TAB_X, sel, baselines=base,  # noqa: E731
+                                                  feature_mask=feature_mask)
+    ours = call()
+    assert linear_ablations == [1]
+    torch.testing.assert_close(ours, by_passes(call), rtol=1e-10, atol=1e-12)
+    assert linear_ablations == [1]
+    for k, one in enumerate(sel if isinstance(sel, list) else [sel]):
+        theirs = NeuronFeatureAblation(model, model.get_submodule(layer)).attribute(
+            TAB_X, one, baselines=base, feature_mask=feature_mask)
+        assert_parity(tuple(o[k] for o in ours) if isinstance(sel, list) else ours, theirs)
+
+
+def test_linear_ablation_float32_parity(linear_ablations):
+    model = seeded(Tabular, dtype=torch.float32)
+    xs = tuple(x.float() for x in TAB_X)
+    ours = attrfx.neuron_feature_ablation(model, "relu", xs, 7)
+    assert linear_ablations == [1]
+    assert_parity(ours, NeuronFeatureAblation(model, model.relu).attribute(xs, 7), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("case", ["the Linear reads a copy", "the Linear reads a hidden layer", "a 3-d activation"])
+def test_no_linear_ablation_where_the_linear_does_not_read_an_input_as_it_is(case, linear_ablations):
+    from models import MLP
+    model, layer, xs, sel = {
+        "the Linear reads a copy": (seeded(Transposed), "relu", TAB_X, 3),
+        "the Linear reads a hidden layer": (seeded(MLP), "act2", randn(4, 5), 1),
+        "a 3-d activation": (seeded(lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU())), "1", randn(3, 2, 4), (0, 2)),
+    }[case]
+    ours = attrfx.neuron_feature_ablation(model, layer, xs, sel)
+    assert linear_ablations == []
+    theirs = NeuronFeatureAblation(model, model.get_submodule(layer)).attribute(xs, sel)
+    assert_parity(ours, theirs)
+
+
+@given(groups=st.lists(st.integers(0, 3), min_size=8, max_size=8), rows=st.lists(st.integers(-12, 11), min_size=1,
+                                                                                   max_size=4))
+def test_linear_ablation_equals_the_passes_for_any_grouping(groups, rows):
+    model = seeded(Tabular)
+    mask = (torch.tensor(groups).reshape(1, 2, 4), torch.tensor([[1, 5, 5]]))
+    call = lambda: attrfx.neuron_feature_ablation(model, "tanh", TAB_X, [(r,) for r in rows],  # noqa: E731
+                                                  feature_mask=mask, perturbations_per_eval=2)
+    torch.testing.assert_close(call(), by_passes(call), rtol=1e-10, atol=1e-12)
