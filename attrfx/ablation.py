@@ -31,9 +31,9 @@ from ._progress import Progress
 from ._errors import bad_type, bad_value, check_count
 from .gradients import neuron_values
 from .inputs import format_baselines, repeat_args
-from .neuron import neuron_problem
-from .selectors import IndexNeuron, Neuron
+from .neuron import NeuronProblem, neuron_problem
 from .probe import forward_to_layer
+from .selectors import IndexNeuron, Neuron
 from .slicing import LinearRows, only_rows
 
 
@@ -102,7 +102,8 @@ def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Ten
 
 
 LINEAR_ABLATION_ELEMENTS = 1 << 24
-"""At most this many elements (examples × input features × rows) in one :func:`linear_ablation`; more ablate by passes."""
+"""At most this many elements (examples × input features × rows) in one :func:`linear_ablation`; more ablate by
+passes."""
 
 
 def input_read_by(given: Tensor, xs: Sequence[Tensor]) -> Optional[int]:
@@ -131,7 +132,8 @@ def linear_fed(model: Any, layer: nn.Module, only: LinearRows, xs: Sequence[Tens
 
 
 def linear_ablation(path: Sequence[tuple[nn.Module, Any]], only: LinearRows, neurons: Sequence[Neuron],
-                    xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor], fed: int) -> tuple[Tensor, ...]:
+                    xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor],
+                    fed: int) -> tuple[Tensor, ...]:
     """:func:`ablate` for neurons of ``φ(a W[rows]ᵀ + b[rows])``, ``a = xs[fed]`` as ``[N, D]``, with no pass per
     group: ablating group g adds ``Σ_{i∈g} (bᵢ − xᵢ) W[rows, i]`` to the pre-activation. ``path``: the Linear's
     run, then the elementwise modules ``φ`` (:meth:`~attrfx.slicing.LinearTrace.path_to`); ``neurons`` read the
@@ -148,26 +150,28 @@ def linear_ablation(path: Sequence[tuple[nn.Module, Any]], only: LinearRows, neu
         True
     """
     linear, rows = only
-    x = xs[fed]
+    x, k = xs[fed], len(neurons)
     n = x.shape[0]
     ids, groups = torch.unique(torch.cat([m.flatten() for m in masks]), return_inverse=True)
     groups = [g.reshape(m.shape) for g, m in zip(groups.split([m.numel() for m in masks]), masks)]
-    weight = linear.weight[rows]  # [R, D]
-    bias = None if linear.bias is None else linear.bias[rows]
     with torch.no_grad():
-        a = x.reshape(n, -1)
+        weight = linear.weight[rows]  # [R, D]
+        bias = None if linear.bias is None else linear.bias[rows]
         change = (torch.broadcast_to(bs[fed], x.shape) - x).reshape(n, -1, 1) * weight.T  # [N, D, R]
         slot = torch.broadcast_to(groups[fed], x.shape).reshape(n, -1, 1).expand_as(change) + 1
         shifts = change.new_zeros(n, ids.numel() + 1, rows.numel()).scatter_add_(1, slot, change)  # slot 0: none
-        h = F.linear(a, weight, bias)[:, None, :] + shifts  # [N, 1 + G, R]
+        h = F.linear(x.reshape(n, -1), weight, bias)[:, None, :] + shifts  # [N, 1 + G, R]
         for module, _ in path[1:]:
             h = module(h)
-        values = torch.stack([n_(( h.reshape(-1, rows.numel()),)) for n_ in _narrowed(neurons, rows, linear.out_features)])
-        values = values.reshape(len(neurons), n, -1)
-        drops = values[:, :, :1] - values[:, :, 1:]  # [K, N, G]
-    return tuple(drops.gather(2, torch.broadcast_to(g, (n,) + tuple(xt.shape[1:])).reshape(1, n, -1)
-                              .expand(len(neurons), -1, -1)).reshape((len(neurons),) + tuple(xt.shape))
-                 for g, xt in zip(groups, xs))
+        flat = (h.reshape(-1, rows.numel()),)
+        values = torch.stack([neuron(flat) for neuron in _narrowed(neurons, rows, linear.out_features)])
+        drops = values.reshape(k, n, -1)[:, :, :1] - values.reshape(k, n, -1)[:, :, 1:]  # [K, N, G]
+
+    def spread(group: Tensor, xt: Tensor) -> Tensor:  # every element gets its group's drop
+        index = torch.broadcast_to(group, (n,) + tuple(xt.shape[1:])).reshape(1, n, -1).expand(k, -1, -1)
+        return drops.gather(2, index).reshape((k,) + tuple(xt.shape))
+
+    return tuple(spread(g, xt) for g, xt in zip(groups, xs))
 
 
 def _narrowed(neurons: Sequence[Neuron], rows: Tensor, size: int) -> list[IndexNeuron]:
@@ -232,7 +236,7 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
     return p.result(total)
 
 
-def _linear_fed(p: Any) -> Optional[int]:
+def _linear_fed(p: NeuronProblem) -> Optional[int]:
     """The input that the narrowed Linear feeding the layer reads as it is, when :func:`linear_ablation` applies:
     a two-dimensional activation of that Linear, its elements bounded by :data:`LINEAR_ABLATION_ELEMENTS`."""
     if p.site.path is None:

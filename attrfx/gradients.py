@@ -334,27 +334,31 @@ def first_layer_grads_and_output(model: Callable, layers: Sequence[nn.Module], x
 
 
 def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor], args: tuple,
-                      target: Target, each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor]:
+                      target: Target, each: Optional[Callable] = None,
+                      only: Optional[LinearRows] = None) -> tuple[tuple[Tensor, ...], Tensor]:
     """``(∂n_k/∂x, ∂F/∂n_k)`` from one forward pass: ``[K, N, ...]`` per input, and ``[K, N]``.
 
     ``∂F/∂n_k`` is the selector applied to ``∂F/∂h`` (exact for one neuron; the
     sum of the neurons' gradients for a slice). ``each(block, rates)`` maps each
     block of ``∂n_k/∂x`` with its neurons' ``∂F/∂n_k`` as it is pulled back
-    (:func:`pull_neurons`).
+    (:func:`pull_neurons`). ``only``: the rows of the Linear feeding the layer that
+    the neurons read; the pass computes all of it, but the neurons' backward passes
+    go through those rows alone (:func:`~attrfx.slicing.rows_with_gradients`).
     """
-    input_grads, rates, _ = conductance_grads_and_values(model, site, neurons, xs, args, target, each)
+    input_grads, rates, _ = conductance_grads_and_values(model, site, neurons, xs, args, target, each, only)
     return input_grads, rates
 
 
 def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor],
-                                 args: tuple, target: Target,
-                                 each: Optional[Callable] = None) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+                                 args: tuple, target: Target, each: Optional[Callable] = None,
+                                 only: Optional[LinearRows] = None) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
     """:func:`conductance_grads` with the neuron values ``n_k`` ``[K, N]`` of the same forward pass."""
     n = xs[0].shape[0]
 
     def activation(*points):
         def explained(deltas):
-            acts, output = forward_with_probe(model, [site], points, args, [deltas], cut=True)
+            with only_rows(only, gradients_only=True):
+                acts, output = forward_with_probe(model, [site], points, args, [deltas], cut=True)
             return select_target(output, target), acts[0]
 
         output, pull_layer, hs = vjp(explained, zero_deltas(site, n, xs[0].device), has_aux=True)

@@ -119,11 +119,11 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     nothing) unless a selector is a callable: that one is checked on real activations.
     ``deferrable`` (methods whose work is :meth:`NeuronProblem.input_grads` and nothing else stateful
     before it) skips the inspection pass where the first real pass can do its checks: plain autograd,
-    an ``nn.Module`` in eval mode, the layer's output, index selectors. Methods that run the model
-    only to the layer say so with ``narrows``: under the same conditions, where a Linear likely feeds
-    the layer, only the selected rows of it are computed (:mod:`attrfx.slicing`) — learned by tracing
-    the inspection pass, or, for a deferrable method, guessed for its first pass and confirmed by a
-    trace of it.
+    an ``nn.Module`` in eval mode, the layer's output, index selectors. Methods whose passes need
+    only the selected neurons' rows of a Linear feeding the layer (all rows but no other's gradients, for
+    conductance) say so with ``narrows``: under the same conditions, where such a Linear is likely, those
+    rows are found (:mod:`attrfx.slicing`) — by tracing the inspection pass, or, for a deferrable method,
+    guessed for its first pass and confirmed by a trace of it.
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
@@ -225,8 +225,7 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
         Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017.
     """
     p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
-                       batch_total_ok=True, deferrable=not is_auto(n_steps),
-                       narrows=True)
+                       batch_total_ok=True, deferrable=not is_auto(n_steps), narrows=True)
     bs = format_baselines(baselines, p.xs)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,
@@ -265,7 +264,8 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
     References:
         Dhamdhere et al., "How Important Is a Neuron?", 2018.
     """
-    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
+    p = neuron_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input,
+                       narrows=True)
     bs = format_baselines(baselines, p.xs)
     target = format_target(target, p.n_examples)
     check_target(p.probe_output, target)
@@ -276,7 +276,8 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
 
     def flow_at(points, times, weigh):
         return conductance_grads(p.model, p.info, p.neurons, points, repeat_args(p.args, p.n_examples, times),
-                                 target.repeat(times), each=lambda block, rates: weigh(_flows(block, rates)))[0]
+                                 target.repeat(times), each=lambda block, rates: weigh(_flows(block, rates)),
+                                 only=p.site.only)[0]
 
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
     with Progress("neuron_conductance", -(-len(rule) // chunk), enabled=show_progress) as bar:
@@ -318,7 +319,8 @@ def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name:
                                                       only=p.site.only)
             flows = grads
         else:
-            grads, rates, at = conductance_grads_and_values(p.model, p.info, p.neurons, points, args, rows_target)
+            grads, rates, at = conductance_grads_and_values(p.model, p.info, p.neurons, points, args, rows_target,
+                                                            only=p.site.only)
             flows = _flows(grads, rates)
         speed = sum((g * d[examples]).reshape(g.shape[0], g.shape[1], -1).sum(2) for g, d in zip(grads, diffs))
         return speed, at, flows

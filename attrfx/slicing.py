@@ -245,7 +245,9 @@ def picked_rows(neurons: Sequence[Neuron], size: int) -> Optional[list[int]]:
 class only_rows:
     """While in this context, ``rows.linear``'s first run on this thread computes only ``rows.index`` (the other
     output features are zeros); nothing happens for ``rows=None`` or under a ``torch.func`` transform.
-    ``made``: whether that narrowed output has been made; ``given``: the input of that run.
+    With ``gradients_only`` that run computes every feature, but gradients reach its input through
+    ``rows.index`` alone (:func:`rows_with_gradients`). ``made``: whether that run's output has been made;
+    ``given``: the input of that run.
 
     Example:
         >>> lin = nn.Linear(3, 4)
@@ -255,10 +257,10 @@ class only_rows:
         (True, 0.0)
     """
 
-    __slots__ = ("rows", "handles", "made", "given")
+    __slots__ = ("rows", "gradients_only", "handles", "made", "given")
 
-    def __init__(self, rows: Optional[LinearRows]):
-        self.rows, self.handles, self.made, self.given = rows, (), False, None
+    def __init__(self, rows: Optional[LinearRows], gradients_only: bool = False):
+        self.rows, self.gradients_only, self.handles, self.made, self.given = rows, gradients_only, (), False, None
 
     def __enter__(self) -> "only_rows":
         if self.rows is None or transformed():
@@ -270,6 +272,8 @@ class only_rows:
             if threading.get_ident() != owner or state["done"]:
                 return None
             state["x"], state["done"] = inputs[0], True
+            if self.gradients_only:
+                return None
             return (inputs[0].narrow(0, 0, 0),)  # the Linear's own matmul then runs on no rows
 
         def post(module: nn.Module, inputs: tuple, output: Tensor) -> Any:
@@ -277,7 +281,8 @@ class only_rows:
                 return None
             x, state["x"] = state["x"], None  # later runs of the Linear are left alone
             self.made, self.given = True, x
-            return narrow_linear(linear, x, index.to(linear.weight.device))
+            rows = index.to(linear.weight.device)
+            return rows_with_gradients(linear, x, output, rows) if self.gradients_only else narrow_linear(linear, x, rows)
 
         self.handles = (linear.register_forward_pre_hook(pre), linear.register_forward_hook(post))
         return self
@@ -287,22 +292,52 @@ class only_rows:
             handle.remove()
 
 
-def narrow_linear(linear: nn.Linear, x: Tensor, rows: Tensor) -> Tensor:
-    """``linear(x)`` with only output features ``rows`` computed, ``x W[rows]ᵀ + b[rows]``; zeros elsewhere.
-
-    A run of consecutive rows (one neuron, say) takes views of the weights and one pad.
+def rows_linear(linear: nn.Linear, x: Tensor, rows: Tensor) -> Tensor:
+    """``x W[rows]ᵀ + b[rows]``, the output features ``rows`` of ``linear(x)`` (a run of consecutive rows takes
+    views of the weights).
 
     Example:
-        >>> lin = nn.Linear(3, 4)
-        >>> x = torch.randn(2, 3)
-        >>> all(torch.allclose(narrow_linear(lin, x, torch.tensor(r))[:, r], lin(x)[:, r]) for r in ([1, 3], [1, 2]))
+        >>> lin, x = nn.Linear(3, 4), torch.randn(2, 3)
+        >>> all(torch.allclose(rows_linear(lin, x, torch.tensor(r)), lin(x)[:, r]) for r in ([1, 3], [1, 2]))
         True
     """
-    first, last, count = int(rows[0]), int(rows[-1]), rows.shape[0]
-    if last - first + 1 == count:
+    run = _run(rows)
+    if run is not None:
+        first, count = run
         bias = None if linear.bias is None else linear.bias.narrow(0, first, count)
-        part = F.linear(x, linear.weight.narrow(0, first, count), bias)
-        return F.pad(part, (first, linear.out_features - 1 - last))
-    bias = None if linear.bias is None else linear.bias[rows]
-    part = F.linear(x, linear.weight[rows], bias)
+        return F.linear(x, linear.weight.narrow(0, first, count), bias)
+    return F.linear(x, linear.weight[rows], None if linear.bias is None else linear.bias[rows])
+
+
+def _run(rows: Tensor) -> Optional[tuple[int, int]]:
+    """``(first, count)`` when sorted ``rows`` are consecutive, else None."""
+    first, last = int(rows[0]), int(rows[-1])
+    return (first, last - first + 1) if last - first + 1 == rows.shape[0] else None
+
+
+def narrow_linear(linear: nn.Linear, x: Tensor, rows: Tensor) -> Tensor:
+    """``linear(x)`` with only output features ``rows`` computed (:func:`rows_linear`); zeros elsewhere.
+
+    Example:
+        >>> lin, x = nn.Linear(3, 4), torch.randn(2, 3)
+        >>> narrow_linear(lin, x, torch.tensor([1, 3]))[:, [0, 2]].abs().sum().item()
+        0.0
+    """
+    part, run = rows_linear(linear, x, rows), _run(rows)
+    if run is not None:  # one op: pad the run with zeros
+        return F.pad(part, (run[0], linear.out_features - run[0] - run[1]))
     return part.new_zeros(part.shape[:-1] + (linear.out_features,)).index_copy(-1, rows, part)
+
+
+def rows_with_gradients(linear: nn.Linear, x: Tensor, output: Tensor, rows: Tensor) -> Tensor:
+    """``output = linear(x)``, whose gradient reaches ``x`` through ``rows`` alone: the other features are
+    ``output``'s, detached; ``rows`` are recomputed (:func:`rows_linear`). Backward passes from cotangents
+    that are zero outside ``rows`` then cost ``rows``' share of the Linear's.
+
+    Example:
+        >>> lin, x = nn.Linear(3, 4), torch.randn(2, 3, requires_grad=True)
+        >>> y = rows_with_gradients(lin, x, lin(x), torch.tensor([1]))
+        >>> torch.allclose(y, lin(x)), torch.allclose(torch.autograd.grad(y[:, 1].sum(), x)[0], lin.weight[1].expand(2, 3))
+        (True, True)
+    """
+    return output.detach().index_copy(-1, rows, rows_linear(linear, x, rows))

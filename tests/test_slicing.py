@@ -303,3 +303,40 @@ def test_under_a_transform_the_whole_linear_runs(narrowed):
     batched = torch.func.vmap(narrowed_call)(randn(2, 5, 3))
     torch.testing.assert_close(batched, lin(randn(2, 5, 3)))
     assert narrowed == []
+
+
+CONDUCTANCE = {
+    "fixed steps": lambda m, layer, x, sel: attrfx.neuron_conductance(m, layer, x, sel, target=1, n_steps=5,
+                                                                      internal_batch_size=8),
+    "auto steps": lambda m, layer, x, sel: attrfx.neuron_conductance(m, layer, x, sel, target=1, n_steps="auto",
+                                                                     max_steps=64, tolerance=1e-2),
+}
+
+
+@pytest.mark.parametrize("method", CONDUCTANCE)
+@pytest.mark.parametrize("case", CASES)
+def test_conductance_pulls_back_through_the_selected_rows_alone(method, case, monkeypatch):
+    """The whole Linear runs (the output needs every feature), but the neurons' backward passes go through their
+    rows only; the results equal the whole Linear's."""
+    factory, layer, x, _, sel, feeder, rows = CASES[case]
+    model, seen = seeded(factory), []
+    real = slicing.rows_with_gradients
+    monkeypatch.setattr(slicing, "rows_with_gradients",
+                        lambda linear, x_, out, r: seen.append((linear, r.tolist())) or real(linear, x_, out, r))
+    call = lambda: CONDUCTANCE[method](model, layer, x, sel)  # noqa: E731
+    ours = call()
+    assert seen and all(linear is model.get_submodule(feeder) and r == rows for linear, r in seen)
+    count = len(seen)
+    torch.testing.assert_close(ours, unsliced(monkeypatch, call), rtol=1e-10, atol=1e-12)
+    assert len(seen) == count, "the unsliced path narrowed a Linear's gradients"
+
+
+def test_rows_with_gradients_keeps_every_value_and_only_the_rows_gradients():
+    lin = seeded(lambda: nn.Linear(4, 6))
+    x = randn(3, 4).requires_grad_()
+    out = lin(x)
+    y = slicing.rows_with_gradients(lin, x, out, torch.tensor([1, 4]))
+    torch.testing.assert_close(y, out, rtol=0, atol=1e-15)
+    for j in range(6):
+        (g,) = torch.autograd.grad(y[:, j].sum(), x, retain_graph=True)
+        torch.testing.assert_close(g, lin.weight[j].expand(3, 4) * (j in (1, 4)), rtol=0, atol=1e-15)
