@@ -8,7 +8,9 @@ nowhere else: a functional op or a reused Linear between it and the layer, a
 hook on the chain, a callable selector, the layer's input, training mode,
 selectors reading over half the rows. Methods that learn the layer on their
 first pass guess the rows for it; where the guess does not hold, that pass
-is run again with the whole Linear and no later pass narrows.
+is run again with the whole Linear and no later pass narrows. Neuron
+conductance runs the whole Linear but pulls the neurons back through their
+rows alone (a spy on ``rows_with_gradients``).
 """
 
 from __future__ import annotations
