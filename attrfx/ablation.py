@@ -131,19 +131,19 @@ def linear_fed(model: Any, layer: nn.Module, only: LinearRows, xs: Sequence[Tens
     return None if narrowing.given is None else input_read_by(narrowing.given, xs)
 
 
-def linear_ablation(path: Sequence[tuple[nn.Module, Any]], only: LinearRows, neurons: Sequence[Neuron],
+def linear_ablation(path: Sequence[nn.Module], only: LinearRows, neurons: Sequence[Neuron],
                     xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor],
                     fed: int) -> tuple[Tensor, ...]:
     """:func:`ablate` for neurons of ``φ(a W[rows]ᵀ + b[rows])``, ``a = xs[fed]`` as ``[N, D]``, with no pass per
-    group: ablating group g adds ``Σ_{i∈g} (bᵢ − xᵢ) W[rows, i]`` to the pre-activation. ``path``: the Linear's
-    run, then the elementwise modules ``φ`` (:meth:`~attrfx.slicing.LinearTrace.path_to`); ``neurons`` read the
+    group: ablating group g adds ``Σ_{i∈g} (bᵢ − xᵢ) W[rows, i]`` to the pre-activation. ``path``: the Linear,
+    then the elementwise modules ``φ`` (:meth:`~attrfx.slicing.LinearTrace.path_to`); ``neurons`` read the
     layer's ``[N, F]`` activation at ``only.index``.
 
     Example:
         >>> lin, relu = nn.Linear(3, 4), nn.ReLU()
         >>> x, mask = torch.randn(2, 3), torch.tensor([[0, 0, 1]])
         >>> picks = [IndexNeuron((slice(None), 2), False)]
-        >>> (ours,) = linear_ablation([(lin, None), (relu, None)], LinearRows(lin, torch.tensor([2])), picks, (x,),
+        >>> (ours,) = linear_ablation([lin, relu], LinearRows(lin, torch.tensor([2])), picks, (x,),
         ...                           (torch.zeros(()),), (mask,), 0)
         >>> (passes,) = ablate(lambda v: relu(lin(v))[None, :, 2], (x,), (torch.zeros(()),), (mask,), ())
         >>> torch.allclose(ours, passes)
@@ -161,7 +161,7 @@ def linear_ablation(path: Sequence[tuple[nn.Module, Any]], only: LinearRows, neu
         slot = torch.broadcast_to(groups[fed], x.shape).reshape(n, -1, 1).expand_as(change) + 1
         shifts = change.new_zeros(n, ids.numel() + 1, rows.numel()).scatter_add_(1, slot, change)  # slot 0: none
         h = F.linear(x.reshape(n, -1), weight, bias)[:, None, :] + shifts  # [N, 1 + G, R]
-        for module, _ in path[1:]:
+        for module in path[1:]:
             h = module(h)
         flat = (h.reshape(-1, rows.numel()),)
         values = torch.stack([neuron(flat) for neuron in _narrowed(neurons, rows, linear.out_features)])
@@ -229,7 +229,8 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
     fed = _linear_fed(p)
     if fed is not None:
         with Progress("neuron_feature_ablation", 1, enabled=show_progress) as bar:
-            return p.result(bar.counting(linear_ablation)(p.site.path, p.site.only, p.neurons, p.xs, bs, masks, fed))
+            total = bar.counting(linear_ablation)(p.site.path, p.site.only, p.neurons, p.xs, bs, masks, fed)
+        return p.result(total)
     values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input, p.site.only)
     with Progress("neuron_feature_ablation", evaluations, enabled=show_progress) as bar:
         total = ablate(bar.counting(values), p.xs, bs, masks, p.args, perturbations_per_eval)

@@ -39,8 +39,8 @@ class NeuronSite:
     layer's runs (:func:`~attrfx.probe.forward_counting_runs`) and so spares the
     inspection pass. ``only``: the rows of the Linear feeding the layer that the
     neurons read, when the passes to the layer need compute no others
-    (:mod:`attrfx.slicing`), and ``path``: that Linear's and the elementwise modules' runs
-    ``(module, its input)`` on the inspection pass; a deferred site may ``guess`` the rows for its first pass.
+    (:mod:`attrfx.slicing`), and ``path``: that Linear and the elementwise modules after it, as
+    the inspection pass ran them; a deferred site may ``guess`` the rows for its first pass.
     """
 
     def __init__(self, info: Optional[LayerInfo] = None, neurons: Optional[list[Neuron]] = None,

@@ -48,16 +48,6 @@ def plain_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
 
 
-def may_feed(layer: nn.Module) -> bool:
-    """Whether ``layer`` can be the end of a Linear → elementwise chain (a cheap test before any trace).
-
-    Example:
-        >>> may_feed(nn.ReLU()), may_feed(nn.Linear(2, 2)), may_feed(nn.LayerNorm(2))
-        (True, True, False)
-    """
-    return plain_linear(layer) or type(layer) in ELEMENTWISE
-
-
 def hooked(module: nn.Module) -> bool:
     """Whether any forward or backward hook would run on ``module`` (its own, or global ones).
 
@@ -140,17 +130,17 @@ class LinearTrace:
         """The Linear whose output became ``h`` through recorded elementwise modules only, on that Linear's
         first run; None if there is none."""
         path = self.path_to(h)
-        return None if path is None else path[0][0]
+        return None if path is None else path[0]
 
-    def path_to(self, h: Tensor) -> Optional[list[tuple[nn.Module, Tensor]]]:
-        """The runs ``(module, its input)`` that made ``h``: :meth:`feeder`'s Linear first, then the elementwise
-        modules in the order they ran; None if there is no such Linear."""
+    def path_to(self, h: Tensor) -> Optional[list[nn.Module]]:
+        """The modules whose runs made ``h``: :meth:`feeder`'s Linear first, then the elementwise modules in the
+        order they ran; None if there is no such Linear."""
         wanted, path = h, []
         for i in range(len(self.runs) - 1, -1, -1):
             module, given, made = self.runs[i]
             if made is not wanted:
                 continue
-            path.insert(0, (module, given))
+            path.insert(0, module)
             if plain_linear(module):
                 return path if all(m is not module for m, _, _ in self.runs[:i]) else None
             wanted = given  # an elementwise module: follow its input
@@ -282,7 +272,9 @@ class only_rows:
             x, state["x"] = state["x"], None  # later runs of the Linear are left alone
             self.made, self.given = True, x
             rows = index.to(linear.weight.device)
-            return rows_with_gradients(linear, x, output, rows) if self.gradients_only else narrow_linear(linear, x, rows)
+            if self.gradients_only:
+                return rows_with_gradients(linear, x, output, rows)
+            return narrow_linear(linear, x, rows)
 
         self.handles = (linear.register_forward_pre_hook(pre), linear.register_forward_hook(post))
         return self
@@ -337,7 +329,8 @@ def rows_with_gradients(linear: nn.Linear, x: Tensor, output: Tensor, rows: Tens
     Example:
         >>> lin, x = nn.Linear(3, 4), torch.randn(2, 3, requires_grad=True)
         >>> y = rows_with_gradients(lin, x, lin(x), torch.tensor([1]))
-        >>> torch.allclose(y, lin(x)), torch.allclose(torch.autograd.grad(y[:, 1].sum(), x)[0], lin.weight[1].expand(2, 3))
+        >>> (g,) = torch.autograd.grad(y[:, 1].sum(), x)
+        >>> torch.allclose(y, lin(x)), torch.allclose(g, lin.weight[1].expand(2, 3))
         (True, True)
     """
     return output.detach().index_copy(-1, rows, rows_linear(linear, x, rows))

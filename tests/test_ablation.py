@@ -136,7 +136,7 @@ def test_errors():
 
 
 class Tabular(nn.Module):
-    """Two inputs; ``fc`` reads the first one flattened (``[B, 2, 4]`` → 8 features), then Tanh → Dropout → ReLU."""
+    """Two inputs; ``fc`` reads the first one flattened (``[B, 2, 4]``: 8 features), then Tanh, Dropout, ReLU."""
 
     def __init__(self):
         super().__init__()

@@ -217,7 +217,8 @@ def plain_gradient(model, layer, x, sel, at_input):
     with torch.enable_grad():
         xg = x.clone().requires_grad_()
         acts = {}
-        handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: acts.update(h=i[0] if at_input else o))
+        handle = model.get_submodule(layer).register_forward_hook(
+            lambda m, i, o: acts.update(h=i[0] if at_input else o))
         model(xg)
         handle.remove()
         value = sel(acts["h"]) if callable(sel) else sum(acts["h"][(slice(None),) + s] for s in
