@@ -224,15 +224,15 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
                        need_float=False, narrows=True)
     bs = format_baselines(baselines, p.xs)
     masks = feature_masks(feature_mask, p.xs)
-    groups = torch.unique(torch.cat([m.flatten() for m in masks])).numel()
-    evaluations = 1 + -(-groups // check_count("perturbations_per_eval", perturbations_per_eval))
+    per_eval = check_count("perturbations_per_eval", perturbations_per_eval)
     fed = _linear_fed(p)
     if fed is not None:
         with Progress("neuron_feature_ablation", 1, enabled=show_progress) as bar:
             total = bar.counting(linear_ablation)(p.site.path, p.site.only, p.neurons, p.xs, bs, masks, fed)
         return p.result(total)
+    groups = torch.unique(torch.cat([m.flatten() for m in masks])).numel()
     values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input, p.site.only)
-    with Progress("neuron_feature_ablation", evaluations, enabled=show_progress) as bar:
+    with Progress("neuron_feature_ablation", 1 + -(-groups // per_eval), enabled=show_progress) as bar:
         total = ablate(bar.counting(values), p.xs, bs, masks, p.args, perturbations_per_eval)
     return p.result(total)
 

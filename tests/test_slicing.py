@@ -287,6 +287,8 @@ def test_a_guess_that_holds_spares_the_inspection_pass(narrowed):
         model._forward_pre_hooks.clear()
     torch.testing.assert_close(ours, unsliced(pytest.MonkeyPatch(), lambda: attrfx.neuron_gradient(
         model, "act", FFN_X, (0, 1))), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ig, unsliced(pytest.MonkeyPatch(), lambda: attrfx.neuron_integrated_gradients(
+        model, "act", FFN_X, (0, 1), n_steps=6, internal_batch_size=8)), rtol=1e-10, atol=1e-12)
 
 
 def test_narrowing_leaves_the_model_without_hooks():
