@@ -34,11 +34,15 @@ Activation = tuple[Tensor, ...]
 
 
 class Source(NamedTuple):
-    """Where an activation tensor is made, so a probe can shift it for every consumer.
+    """Where an activation tensor gets its value, so a probe can shift it for every reader.
 
-    ``kind``: ``"input"`` (model input ``index``), ``"output"`` (element ``index``
-    of ``module``'s output on its ``call``-th run), or ``"layer-input"``
-    (positional argument ``index`` of ``module``, when no module made it).
+    ``kind``: ``"input"`` (model input ``index``); ``"output"`` (element ``index``
+    of ``module``'s output on its ``call``-th run, which made it); ``"written"``
+    (the same, for a run that changed an existing tensor in place, e.g.
+    ``ReLU(inplace=True)``); or ``"layer-input"`` (positional argument ``index``
+    of ``module``, when no module made it or an operation changed it after its
+    last module). The last two are shifted in place where torch allows it, so
+    readers holding the same tensor see the shift too.
     """
 
     kind: str
@@ -124,14 +128,47 @@ def layer_name(model: Callable, module: nn.Module) -> str:
 
 
 def call_model(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
-    """``model(*inputs, *additional_forward_args)``.
+    """``model(*inputs, *additional_forward_args)``, on copies the model may change in place.
+
+    The model receives copy-on-write copies of the tensors (:func:`own_copies`),
+    so a model that changes its inputs in place (``ReLU(inplace=True)`` first,
+    ``x += ...`` in ``forward``) never changes the caller's, and gradients with
+    respect to an input that requires grad still reach it.
 
     A module in training mode runs on copies of its buffers, so running
     statistics (BatchNorm) are never updated, and ``torch.func`` transforms see
     no in-place update of state captured from outside. ``functional_call`` swaps
     the copies onto the module for the forward pass, so those passes take a
     lock: threads sharing a model in training mode never see each other's copies.
+
+    Example:
+        >>> x = torch.tensor([[-1.0, 2.0]])
+        >>> call_model(nn.ReLU(inplace=True), (x,), ()).tolist(), x.tolist()
+        ([[0.0, 2.0]], [[-1.0, 2.0]])
     """
+    return _call(model, own_copies(xs), own_copies(args))
+
+
+def own_copies(values: Sequence[Any]) -> tuple:
+    """``values`` with each tensor replaced by a copy-on-write copy: no memory is copied unless the copy is
+    written to (then only that copy changes); gradients flow through it to the original. Under a ``torch.func``
+    transform the copies are plain clones.
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> (c,) = own_copies((x,))
+        >>> _ = c.add_(1); x.tolist(), c.tolist()
+        ([0.0, 0.0], [1.0, 1.0])
+    """
+    copy = torch.clone if transformed() else _LAZY_CLONE  # (torch.func has no batching rule for the lazy clone)
+    return tuple(copy(v) if isinstance(v, Tensor) else v for v in values)
+
+
+_LAZY_CLONE = getattr(torch, "_lazy_clone", torch.clone)  # copy-on-write where torch has it
+
+
+def _call(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
+    """:func:`call_model` on ``xs`` and ``args`` as they are (the caller made them the model's own)."""
     if isinstance(model, nn.Module) and in_training(model):
         copies = {name: b.clone() for name, b in model.named_buffers()}
         if copies:
@@ -402,11 +439,17 @@ def _probed_pass(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tenso
     seen: list[list[Tensor]] = [[torch.empty(0)] * len(site.shapes) for site in sites]
     record = _Recorder(graph_from_probe)
 
-    def shift(h: Tensor, targets: list[tuple[int, int]]) -> Tensor:
+    def shift(h: Tensor, targets: list[tuple[int, int]], in_place: bool = False) -> Tensor:
         record.start()
+        delta = sum(deltas[i][j] for i, j in targets)
+        if in_place and _writable(h):  # every holder of h sees the shift (cut or not: ∂/∂δ is the same)
+            kept = h.clone()  # h as received, with its graph, safe from later in-place changes
+            for i, j in targets:
+                seen[i][j] = kept
+            return h.add_(delta)
         for i, j in targets:
             seen[i][j] = h
-        return (h.detach() if cut else h) + sum(deltas[i][j] for i, j in targets)
+        return (h.detach() if cut else h) + delta
 
     plan: dict[Source, list[tuple[int, int]]] = {}
     for i, site in enumerate(sites):
@@ -437,17 +480,24 @@ def _editor(edits: list[tuple[Source, list[tuple[int, int]]]], shift: Callable) 
         items = [value] if isinstance(value, Tensor) else list(value)
         for source, targets in edits:
             if source.call == run:
-                items[source.index] = shift(items[source.index], targets)
+                items[source.index] = shift(items[source.index], targets, source.kind != "output")
         return _packed(items, type(value))
 
     return edit
 
 
-class _Makers:
-    """Records which module run made each tensor during one forward pass."""
+class _Writers:
+    """Records which module run last wrote each tensor during one forward pass.
+
+    A tensor's writer is the module run that made it, or a later run whose
+    output is the same tensor changed in place since (an in-place activation,
+    or a block whose ``forward`` ended with ``out += identity``). Shifting a
+    tensor right after its last writer changes it as every later reader sees it.
+    """
 
     def __init__(self, xs: Sequence[Tensor]):
-        self.made: dict[int, tuple[Tensor, Source]] = {id(x): (x, Source("input", None, 0, j)) for j, x in enumerate(xs)}
+        self.last: dict[int, tuple[Tensor, Source, Optional[int]]] = {
+            id(x): (x, Source("input", None, 0, j), tensor_version(x)) for j, x in enumerate(xs)}
         self.runs: dict[nn.Module, int] = {}
 
     def watch(self, module: nn.Module) -> Callable[[Any], None]:
@@ -455,13 +505,34 @@ class _Makers:
             run = self.runs[module] = self.runs.get(module, -1) + 1
             items = [value] if isinstance(value, Tensor) else list(value) if isinstance(value, (tuple, list)) else []
             for index, t in enumerate(items):
-                if isinstance(t, Tensor) and id(t) not in self.made:  # a tensor passed through keeps its maker
-                    self.made[id(t)] = (t, Source("output", module, run, index))
+                if isinstance(t, Tensor):
+                    known = self.last.get(id(t))
+                    if known is None or known[0] is not t:
+                        self.last[id(t)] = (t, Source("output", module, run, index), tensor_version(t))
+                    elif known[2] != tensor_version(t):  # changed in place since its last writer
+                        self.last[id(t)] = (t, Source("written", module, run, index), tensor_version(t))
         return note
 
     def source(self, h: Tensor, layer: nn.Module, index: int) -> Source:
-        entry = self.made.get(id(h))
-        return entry[1] if entry is not None and entry[0] is h else Source("layer-input", layer, 0, index)
+        """Where to shift ``h``, which ``layer`` receives as input ``index``: after its last writer if no
+        operation changed it since; otherwise (or if no module made it) at the layer itself."""
+        known = self.last.get(id(h))
+        if known is not None and known[0] is h and known[2] == tensor_version(h):
+            return known[1]
+        return Source("layer-input", layer, 0, index)
+
+
+def _writable(h: Tensor) -> bool:
+    """Whether torch lets ``h`` be shifted in place inside a forward pass (not a view, leaf or inference tensor)."""
+    return not (h._is_view() or h.is_leaf and h.requires_grad or h.is_inference())
+
+
+def tensor_version(t: Tensor) -> Optional[int]:
+    """``t``'s version counter (bumped by every in-place change); None for tensors that keep none."""
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor
+        return None
 
 
 class Inspection(NamedTuple):
@@ -503,26 +574,28 @@ def inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], 
 
 def _inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple, at_input: bool,
              n: int) -> Inspection:
-    small = tuple(x[:n] for x in xs)
+    small = own_copies(x[:n] for x in xs)
     calls: list[list[Activation]] = [[] for _ in layers]
-    makers = _Makers(small)
+    sources: list[Optional[tuple[Source, ...]]] = [None for _ in layers]
+    writers = _Writers(small)
 
-    def record(i: int) -> Callable[[Any], None]:
+    def record(i: int, layer: nn.Module) -> Callable[[Any], None]:
         def note(value):
-            calls[i].append(_as_tensors(value, "input" if at_input else "output")[0])
+            hs = _as_tensors(value, "input" if at_input else "output")[0]
+            calls[i].append(hs)
+            if at_input and sources[i] is None:  # where the input is as the layer receives it (later runs: errors)
+                sources[i] = tuple(writers.source(h, layer, j) for j, h in enumerate(hs))
         return note
 
     watched = list(model.modules()) if at_input and isinstance(model, nn.Module) else []
     with contextlib.ExitStack() as stack:
         for module in watched:
-            stack.enter_context(_hooked(module, False, makers.watch(module)))
+            stack.enter_context(_hooked(module, False, writers.watch(module)))
         for i, layer in enumerate(layers):
-            stack.enter_context(_hooked(layer, at_input, record(i)))
-        output = call_model(model, small, take_examples(args, xs[0].shape[0], slice(0, n)))
+            stack.enter_context(_hooked(layer, at_input, record(i, layer)))
+        output = _call(model, small, own_copies(take_examples(args, xs[0].shape[0], slice(0, n))))
 
-    infos = [site_info(model, layer, seen, n, tuple(makers.source(h, layer, j) for j, h in enumerate(seen[0]))
-                       if at_input and seen else None)
-             for layer, seen in zip(layers, calls)]
+    infos = [site_info(model, layer, seen, n, found) for layer, seen, found in zip(layers, calls, sources)]
     return Inspection(infos, [seen[0] for seen in calls], output)
 
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .probe import submodules, transformed
+from .probe import submodules, tensor_version, transformed
 from .selectors import IndexNeuron, Neuron, as_index
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
@@ -97,8 +97,20 @@ class LinearRows(NamedTuple):
     index: Tensor
 
 
+class Run(NamedTuple):
+    """One run of a traced module: the tensor it read and the one it made, each with its version at that time."""
+
+    module: nn.Module
+    given: Tensor
+    given_version: Optional[int]
+    made: Tensor
+    made_version: Optional[int]
+
+
 class LinearTrace:
-    """While in this context, record every run of ``modules`` (a Linear and elementwise modules) on this thread.
+    """While in this context, record every run of ``modules`` (a Linear and elementwise modules) on this thread,
+    with the version of the tensor each run read (when it read it) and made (when it returned it), so an
+    in-place change between two runs (``h -= h.mean(-1, keepdim=True)``) is seen.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -110,16 +122,21 @@ class LinearTrace:
 
     def __init__(self, modules: Sequence[nn.Module]):
         self.modules = list(modules)
-        self.runs: list[tuple[nn.Module, Any, Any]] = []
+        self.runs: list[Run] = []
 
     def __enter__(self) -> "LinearTrace":
-        owner = threading.get_ident()
+        owner, reading = threading.get_ident(), []
+
+        def read(module: nn.Module, inputs: tuple) -> None:
+            if threading.get_ident() == owner and inputs:
+                reading.append(tensor_version(inputs[0]))
 
         def note(module: nn.Module, inputs: tuple, output: Any) -> None:
             if threading.get_ident() == owner and inputs:
-                self.runs.append((module, inputs[0], output))
+                self.runs.append(Run(module, inputs[0], reading.pop(), output, tensor_version(output)))
 
-        self.handles = [m.register_forward_hook(note) for m in self.modules]
+        self.handles = [h for m in self.modules for h in (m.register_forward_pre_hook(read),
+                                                             m.register_forward_hook(note))]
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -134,16 +151,19 @@ class LinearTrace:
 
     def path_to(self, h: Tensor) -> Optional[list[nn.Module]]:
         """The modules whose runs made ``h``: :meth:`feeder`'s Linear first, then the elementwise modules in the
-        order they ran; None if there is no such Linear."""
-        wanted, path = h, []
+        order they ran; None if there is no such Linear, or if anything changed a tensor in place between two
+        of those runs (a change the narrowed rows would not see)."""
+        wanted, read_at, path = h, None, []
         for i in range(len(self.runs) - 1, -1, -1):
-            module, given, made = self.runs[i]
-            if made is not wanted:
+            run = self.runs[i]
+            if run.made is not wanted:
                 continue
-            path.insert(0, module)
-            if plain_linear(module):
-                return path if all(m is not module for m, _, _ in self.runs[:i]) else None
-            wanted = given  # an elementwise module: follow its input
+            if read_at is not None and run.made_version != read_at:
+                return None
+            path.insert(0, run.module)
+            if plain_linear(run.module):
+                return path if all(r.module is not run.module for r in self.runs[:i]) else None
+            wanted, read_at = run.given, run.given_version  # an elementwise module: follow its input
         return None
 
     def rows_for(self, h: Tensor, neurons: Sequence[Neuron]) -> Optional[LinearRows]:
