@@ -15,6 +15,7 @@ from .neuron import neuron_conductance, neuron_gradient, neuron_gradient_shap, n
 from . import ablation, rules
 from .ablation import neuron_feature_ablation
 from .neuron_rules import neuron_deconvolution, neuron_deeplift, neuron_deeplift_shap, neuron_guided_backprop
+from .rules import RuleCoverageWarning
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "AttrfxValueError",
     "Convergence",
     "IntegrationBudgetWarning",
+    "RuleCoverageWarning",
     "adaptive",
     "axioms",
     "gradients",

@@ -1,63 +1,66 @@
-"""A dependency-free progress bar for long calls (``show_progress=True``).
+"""Progress bars for long calls (``show_progress=True``), drawn by tqdm.
 
-Methods wrap the function they evaluate once per chunk (path points, or a
-group of ablations) with :meth:`Progress.counting`; the primitives stay free
-of any reporting.
+A method opens :func:`progress` around its work and wraps the function it
+evaluates once per forward pass with :meth:`Progress.counting` (or reports
+settled examples with :meth:`Progress.advance`); the primitives stay free of
+any reporting. ``tqdm.auto`` draws a widget in notebooks and text on stderr
+elsewhere, redrawn at most every ``mininterval`` (0.1 s), so a log file gets a
+few lines, not one per step. A disabled bar imports nothing and wraps nothing.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import Any, Callable, Optional, TextIO
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 
 class Progress:
-    """A text bar ``label [#####.....] done/total  elapsed`` redrawn in place on ``stream``.
+    """The bar of one call, or no bar (``bar=None``): counting and advancing then do nothing.
 
     Example:
-        >>> import io
-        >>> out = io.StringIO()
-        >>> with Progress("demo", 2, enabled=True, stream=out) as bar:
+        >>> with progress("demo", 2, enabled=False) as bar:
         ...     square = bar.counting(lambda v: v * v)
-        ...     _ = square(2), square(3)
-        >>> out.getvalue().splitlines()[-1].split()[:3]
-        ['demo', '[##############################]', '2/2']
+        ...     square(3)
+        9
     """
 
-    width = 30
-
-    def __init__(self, label: str, total: Optional[int], *, enabled: bool = True, stream: Optional[TextIO] = None):
-        self.label, self.total, self.enabled = label, total, bool(enabled)
-        self.stream = stream if stream is not None else sys.stderr
-        self.done, self.start = 0, time.perf_counter()
-
-    def __enter__(self) -> "Progress":
-        if self.enabled:
-            self._draw()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+    def __init__(self, bar: Optional[Any] = None):
+        self.bar = bar
 
     def counting(self, fn: Callable) -> Callable:
-        """``fn``, advancing the bar by one after each call (``fn`` itself when disabled)."""
-        if not self.enabled:
+        """``fn``, advancing the bar by one after each call (``fn`` itself when there is no bar)."""
+        if self.bar is None:
             return fn
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             result = fn(*args, **kwargs)
-            self.done += 1
-            self._draw()
+            self.bar.update(1)
             return result
 
         return counted
 
-    def _draw(self) -> None:
-        filled = self.width * self.done // self.total if self.total else 0
-        bar = "#" * filled + "." * (self.width - filled)
-        of = f"/{self.total}" if self.total else ""
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}{of}  {time.perf_counter() - self.start:.1f}s")
-        self.stream.flush()
+    def advance(self, n: int, **postfix: Any) -> None:
+        """Advance the bar by ``n``, showing ``postfix`` (e.g. ``evaluations=96``) beside it."""
+        if self.bar is not None:
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(n)
+
+
+@contextlib.contextmanager
+def progress(label: str, total: int, *, enabled: bool, unit: str = "pass") -> Iterator[Progress]:
+    """A :class:`Progress` over ``total`` steps of ``unit``, labelled ``label``, closed on every exit.
+
+    Example:
+        >>> with progress("demo", 2, enabled=True) as bar:    # draws "demo: 100%|███| 2/2 ..." on stderr
+        ...     square = bar.counting(lambda v: v * v)
+        ...     square(2), square(3)
+        (4, 9)
+    """
+    if not enabled:
+        yield Progress()
+        return
+    from tqdm.auto import tqdm  # only when a bar is drawn
+
+    with tqdm(total=total, desc=label, unit=unit) as bar:
+        yield Progress(bar)

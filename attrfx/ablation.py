@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._api import public
-from ._progress import Progress
+from ._progress import progress
 from ._errors import bad_type, bad_value, check_count
 from .gradients import neuron_values
 from .inputs import format_baselines, repeat_args
 from .neuron import NeuronProblem, neuron_problem
-from .probe import forward_to_layer
+from .probe import _hooked, forward_to_layer, tensor_version
 from .selectors import IndexNeuron, Neuron
 from .slicing import LinearRows, only_rows
 
@@ -106,29 +106,39 @@ LINEAR_ABLATION_ELEMENTS = 1 << 24
 passes."""
 
 
-def input_read_by(given: Tensor, xs: Sequence[Tensor]) -> Optional[int]:
-    """Which input a Linear's input ``given`` is, read as it is: ``[N, D]`` rows of the same memory in the same
-    order (a ``reshape``/``flatten`` view); None if none.
+def input_read_by(given: Tensor, xs: Sequence[Tensor], versions: Optional[Sequence[Any]] = None) -> Optional[int]:
+    """Which input a Linear's input ``given`` is, read as it is: the input itself, or a view of it whose ``[N, D]``
+    rows are the input's memory in order (a ``reshape``/``flatten`` view), not changed in place since input ``t``
+    had version ``versions[t]`` (when given); None if none.
 
     Example:
         >>> x = torch.zeros(4, 2, 3)
         >>> input_read_by(x.flatten(1), (torch.zeros(4, 1), x)), input_read_by(x.transpose(1, 2).flatten(1), (x,))
         (1, None)
     """
-    if given.dim() != 2 or given.stride() != (given.shape[1], 1):
+    if given.dim() != 2 or not given.is_contiguous():
         return None
     for t, x in enumerate(xs):
-        if (given.data_ptr() == x.data_ptr() and given.dtype == x.dtype and x.is_contiguous()
-                and tuple(given.shape) == (x.shape[0], math.prod(x.shape[1:]))):
+        if ((given is x or given._base is x) and x.is_contiguous() and given.storage_offset() == x.storage_offset()
+                and tuple(given.shape) == (x.shape[0], math.prod(x.shape[1:]))
+                and (versions is None or tensor_version(given) == versions[t])):
             return t
     return None
 
 
-def linear_fed(model: Any, layer: nn.Module, only: LinearRows, xs: Sequence[Tensor], args: tuple) -> Optional[int]:
+def linear_fed(model: nn.Module, layer: nn.Module, only: LinearRows, xs: Sequence[Tensor],
+               args: tuple) -> Optional[int]:
     """The input that ``only.linear`` reads as it is (:func:`input_read_by`) on a pass to the layer; None if none."""
-    with torch.no_grad(), only_rows(only) as narrowing:
+    received: list[tuple[tuple[Tensor, ...], list]] = []
+
+    def note(inputs: tuple) -> None:  # the tensors the model received, and their versions then
+        received.append((inputs[:len(xs)], [tensor_version(x) for x in inputs[:len(xs)]]))
+
+    with torch.no_grad(), _hooked(model, True, note), only_rows(only) as narrowing:
         forward_to_layer(model, layer, xs, args)
-    return None if narrowing.given is None else input_read_by(narrowing.given, xs)
+    if narrowing.given is None or not received:
+        return None
+    return input_read_by(narrowing.given, *received[0])
 
 
 def linear_ablation(path: Sequence[nn.Module], only: LinearRows, neurons: Sequence[Neuron],
@@ -206,7 +216,7 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
         feature_mask: an integer tensor per input, broadcastable to it (dim 0 of size 1 or N).
         attribute_to_neuron_input: select the neuron from the layer's input.
         perturbations_per_eval: how many ablations share one forward pass (memory, never the result).
-        show_progress: draw a progress bar on stderr, one step per forward pass.
+        show_progress: draw a progress bar (on stderr, or a notebook widget), one step per forward pass.
 
     Returns:
         Attributions shaped like ``inputs`` (leading K for a list of selectors).
@@ -227,12 +237,12 @@ def neuron_feature_ablation(model, layer, inputs, selector, *, baselines=None, a
     per_eval = check_count("perturbations_per_eval", perturbations_per_eval)
     fed = _linear_fed(p)
     if fed is not None:
-        with Progress("neuron_feature_ablation", 1, enabled=show_progress) as bar:
+        with progress("neuron_feature_ablation", 1, enabled=show_progress) as bar:
             total = bar.counting(linear_ablation)(p.site.path, p.site.only, p.neurons, p.xs, bs, masks, fed)
         return p.result(total)
     groups = torch.unique(torch.cat([m.flatten() for m in masks])).numel()
     values = neuron_values(p.model, p.layer, p.neurons, (), p.at_input, p.site.only)
-    with Progress("neuron_feature_ablation", 1 + -(-groups // per_eval), enabled=show_progress) as bar:
+    with progress("neuron_feature_ablation", 1 + -(-groups // per_eval), enabled=show_progress) as bar:
         total = ablate(bar.counting(values), p.xs, bs, masks, p.args, perturbations_per_eval)
     return p.result(total)
 

@@ -40,7 +40,10 @@ a result never depends on the other examples of the batch; all examples'
 new nodes of a round are evaluated as one folded batch. Iteration stops for an
 example when ``|Σ quadrature − (Φ(x) − Φ(b))| ≤ tolerance·|Φ(x) − Φ(b)|`` (plus a
 float-rounding floor), or when one more refinement would pass ``max_steps``
-evaluations; then :class:`IntegrationBudgetWarning` is issued.
+evaluations; then :class:`IntegrationBudgetWarning` is issued. After each
+round, ``report(settled, evaluations=...)`` hears how many examples settled in
+it (converged, or out of budget) and how many evaluations were made so far (a
+progress bar over the examples, for ``show_progress=True``).
 
 References:
     Sundararajan et al., "Axiomatic Attribution for Deep Networks", 2017;
@@ -145,6 +148,10 @@ def warn_unconverged(method: str, convergence: Convergence, change: Tensor, tole
                       IntegrationBudgetWarning, stacklevel=4)
 
 
+def _quiet(settled: int, **postfix: object) -> None:
+    """The default ``report`` of the adaptive integrators: nothing."""
+
+
 def _floor(ends: np.ndarray, dtype: torch.dtype) -> np.ndarray:
     """The gap float rounding alone can leave: ``64·eps·(|Φ(b)| + |Φ(x)|)``."""
     return 64 * torch.finfo(dtype).eps * (np.abs(ends[0]) + np.abs(ends[1]))
@@ -180,8 +187,8 @@ class _Example:
 
 def adaptive_integrate(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Sequence[Tensor]]],
                        ends: tuple[Tensor, Tensor], *, tolerance: float = DEFAULT_TOLERANCE,
-                       max_steps: int = DEFAULT_MAX_STEPS, chunk: int | None = None
-                       ) -> tuple[tuple[Tensor, ...], Convergence]:
+                       max_steps: int = DEFAULT_MAX_STEPS, chunk: int | None = None,
+                       report: Callable[..., None] = _quiet) -> tuple[tuple[Tensor, ...], Convergence]:
     """``∫₀¹ g(γ(α)) dα`` per example on adaptive panels, until completeness holds.
 
     ``evaluate(examples, alphas)`` takes rows (example index ``[R]``, node ``[R]``)
@@ -189,7 +196,8 @@ def adaptive_integrate(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor
     explained values ``Φ(γ(α))`` ``[K, R]``, and tensors ``[K, R, ...]`` to integrate
     with the same nodes. ``ends`` are ``Φ`` at α = 0 and 1, ``[K, N]`` each.
     Returns the integrals ``[K, N, ...]`` and a :class:`Convergence` whose
-    ``delta`` is ``Σ weights·φ − (Φ(1) − Φ(0))``.
+    ``delta`` is ``Σ weights·φ − (Φ(1) − Φ(0))``. ``report(settled, evaluations=...)``
+    is called after each round.
 
     Example:
         >>> f = lambda a: torch.exp(-((a - 1e-3) / 1e-4) ** 2 / 2)          # a spike near 0
@@ -227,6 +235,7 @@ def adaptive_integrate(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor
             converged[e] = plan is None
             if plan:
                 pending[e] = plan
+        report(len(dict.fromkeys(rows_e)) - len(pending), evaluations=n_rows)
     return _weighted_sums(stored, weights, n_examples), _convergence(gaps, state, converged, ends[0])
 
 
@@ -381,15 +390,16 @@ def _worst_gap(lo: float, hi: float, alpha: np.ndarray, rate: np.ndarray, value:
 
 def adaptive_differences(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Sequence[Tensor], Sequence[Tensor]]],
                          n_examples: int, *, tolerance: float = DEFAULT_TOLERANCE, max_steps: int = DEFAULT_MAX_STEPS,
-                         chunk: int | None = None, device: torch.device | None = None
-                         ) -> tuple[tuple[Tensor, ...], Convergence]:
+                         chunk: int | None = None, device: torch.device | None = None,
+                         report: Callable[..., None] = _quiet) -> tuple[tuple[Tensor, ...], Convergence]:
     """``∫ g dh`` per example as ``Σₛ ½(gₛ + gₛ₊₁)·(hₛ₊₁ − hₛ)`` on adaptive nodes including 0 and 1.
 
     ``evaluate(examples, alphas)`` returns ``(F, hs, gs)`` for the rows: ``F(γ(α))``
     ``[R]``, and the activations ``h`` and gradients ``g = ∂F/∂h``, tensors ``[R, ...]``.
     Each interval's error ``Σ ½(gₛ + gₛ₊₁)·(hₛ₊₁ − hₛ) − (Fₛ₊₁ − Fₛ)`` is exact; the
     worst intervals are split until ``|Σ attributions − (F(1) − F(0))|`` meets
-    ``tolerance``. Returns the sums ``[N, ...]`` and a :class:`Convergence`.
+    ``tolerance``. Returns the sums ``[N, ...]`` and a :class:`Convergence`;
+    ``report(settled, evaluations=...)`` is called after each round.
 
     Example:
         >>> def ev(ex, al):                      # h = α², F = h³ (∂F/∂h = 3h²): ∫ 3h² dh = 1
@@ -404,7 +414,7 @@ def adaptive_differences(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Sequ
     pending = {e: first for e in range(n_examples)}
     totals: list = [None] * n_examples
     gaps, converged = np.zeros(n_examples), np.zeros(n_examples, dtype=bool)
-    dtype = None
+    dtype, evaluations = None, 0
     while pending:
         rows_e = [e for e, al in pending.items() for _ in al]
         rows_a = [a for al in pending.values() for a in al]
@@ -424,6 +434,8 @@ def adaptive_differences(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Sequ
             converged[e] = plan is None
             if plan:
                 pending[e] = plan
+        evaluations += len(rows_e)
+        report(len(dict.fromkeys(rows_e)) - len(pending), evaluations=evaluations)
     attrs = tuple(torch.stack([t[i] for t in totals]) for i in range(len(totals[0])))
     like = attrs[0]
     return attrs, Convergence(torch.as_tensor(gaps, dtype=like.dtype, device=like.device),

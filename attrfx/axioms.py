@@ -35,7 +35,7 @@ def total(attributions: Attributions) -> Tensor:
 @torch.no_grad()
 def output_difference(model: Callable, inputs: Any, *, baselines: Any = None, target: Any = None,
                       additional_forward_args: Any = None) -> Tensor:
-    """``F(x) − F(b)`` per example, ``F`` the target-selected model output.
+    """``F(x) − F(b)`` per example, ``F`` the target-selected model output (any target form, a callable included).
 
     Example:
         >>> net = nn.Linear(3, 1)

@@ -52,8 +52,9 @@ def require_float(xs: tuple[Tensor, ...], arg: str = "inputs") -> None:
     """Gradients with respect to ``xs`` need floating-point tensors."""
     for x in xs:
         if not x.is_floating_point():
-            raise bad_value(arg, "floating-point tensors to take gradients with respect to them "
-                            "(attribute at an embedding layer for token ids)", f"dtype {x.dtype}")
+            raise bad_value(arg, "floating-point tensors to take gradients with respect to them (for token ids, "
+                            "pass embeddings instead: the embedding layer's output, with a model that takes "
+                            "them, e.g. called with inputs_embeds=)", f"dtype {x.dtype}")
 
 
 def format_baselines(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -16,7 +16,7 @@ import torch.nn.functional as functional
 from torch import Tensor, nn
 
 from ._api import public
-from ._progress import Progress
+from ._progress import progress
 from ._errors import AttrfxValueError, bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, adaptive_differences, check_auto, is_auto, rows_of,
                        rows_on_path, warn_unconverged)
@@ -138,7 +138,8 @@ def layer_gradient_x_activation(model, layer, inputs, *, target=None, additional
         model: an ``nn.Module`` or forward function.
         layer: a module, its dotted name, or a list of these.
         inputs: a tensor or tuple of tensors, dim 0 = examples.
-        target: which output to explain: None, int, tuple, tensor or list.
+        target: which output to explain: None, int, tuple, tensor or list, or a callable from the model
+            output (e.g. a ``ModelOutput``) to one value per row (see :mod:`attrfx.selectors`).
         additional_forward_args: extra arguments passed to ``model`` after the inputs.
         attribute_to_layer_input: attribute to the layer's input instead of its output.
         multiply_by_inputs: multiply by the activation (global) or not (local).
@@ -255,7 +256,8 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
             ``Σₛ ½(∂F/∂h(αₛ) + ∂F/∂h(αₛ₊₁))·(h(αₛ₊₁) − h(αₛ))`` until
             ``|Σ attributions − (F(x) − F(b))| ≤ tolerance·|F(x) − F(b)|`` (see :mod:`attrfx.adaptive`).
         internal_batch_size: at most this many path points (× examples) per forward pass.
-        show_progress: draw a progress bar on stderr, one step per chunk of path points (fixed ``n_steps``).
+        show_progress: draw a progress bar (on stderr, or a notebook widget): one step per chunk of path points;
+            with ``n_steps="auto"``, one per example settled, beside the integrand evaluations so far.
         return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example; with
             ``n_steps="auto"`` an :class:`~attrfx.adaptive.Convergence` (delta, evaluations, converged).
         tolerance, max_steps: with ``n_steps="auto"``, the relative completeness gap to reach and the most
@@ -280,11 +282,13 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
                       deferrable=not is_auto(n_steps))
     if not all(x.is_floating_point() for x in p.xs):  # no path points between integer inputs (token ids)
         raise bad_value("inputs", "floating-point tensors, which the path from the baselines interpolates (for token "
-                        "ids use layer_gradient_x_activation or layer_gradcam at the embedding layer)",
+                        "ids use layer_gradient_x_activation at the embedding layer, which gives one row per token; "
+                        "sum it over the embedding dimension)",
                         f"dtypes {[x.dtype for x in p.xs]}")
     bs = format_baselines(baselines, p.xs)
     if is_auto(n_steps):
-        return _conductance_auto(p, bs, tolerance, max_steps, internal_batch_size, return_convergence_delta)
+        return _conductance_auto(p, bs, tolerance, max_steps, internal_batch_size, return_convergence_delta,
+                                 show_progress)
     check_count("n_steps", n_steps, expected="a positive int or 'auto'")
     alphas = get_rule(method, n_steps + 1).alphas
     n = p.n_examples
@@ -297,7 +301,7 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
         return [steps_first(h) for h in acts], [steps_first(g) for g in grads]
 
     chunk = max(2, steps_per_chunk(internal_batch_size, n, alphas.numel()))
-    with Progress("layer_conductance", -(-alphas.numel() // chunk), enabled=show_progress) as bar:
+    with progress("layer_conductance", -(-alphas.numel() // chunk), enabled=show_progress) as bar:
         attrs = integrate_differences(bar.counting(evaluate), alphas, chunk)
     result = as_layer_result(attrs)
     if not return_convergence_delta:
@@ -308,7 +312,7 @@ def layer_conductance(model, layer, inputs, *, baselines=None, target=None, addi
 
 
 def _conductance_auto(p: LayerProblem, bs: tuple[Tensor, ...], tolerance: Any, max_steps: Any,
-                      internal_batch_size: Any, return_convergence_delta: bool):
+                      internal_batch_size: Any, return_convergence_delta: bool, show_progress: bool):
     """``n_steps="auto"``: per-example adaptive nodes (:func:`attrfx.adaptive.adaptive_differences`)."""
     tolerance, max_steps = check_auto(tolerance, max_steps)
     n = p.n_examples
@@ -319,8 +323,10 @@ def _conductance_auto(p: LayerProblem, bs: tuple[Tensor, ...], tolerance: Any, m
                                                            args, target)
         return output, acts, grads
 
-    attrs, conv = adaptive_differences(evaluate, n, tolerance=tolerance, max_steps=max_steps,
-                                       chunk=steps_per_chunk(internal_batch_size, 1, 1 << 62), device=p.xs[0].device)
+    with progress("layer_conductance", n, enabled=show_progress, unit="example") as bar:
+        attrs, conv = adaptive_differences(evaluate, n, tolerance=tolerance, max_steps=max_steps,
+                                           chunk=steps_per_chunk(internal_batch_size, 1, 1 << 62),
+                                           device=p.xs[0].device, report=bar.advance)
     if not bool(conv.converged.all()):
         endpoints = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
         warn_unconverged("layer_conductance", conv, p.output(p.xs) - p.output(endpoints), tolerance, max_steps)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ._api import public
-from ._progress import Progress
+from ._progress import progress
 from ._errors import bad_value, check_count
 from .adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, Convergence, adaptive_integrate, check_auto, is_auto,
                        rows_of, rows_on_path, warn_unconverged)
@@ -115,11 +115,12 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     ``need_float=False`` accepts integer inputs (methods that take no gradients, e.g. ablation);
     ``batch_total_ok`` lets a callable selector return one value for the whole batch
     (methods that need only the neuron's gradient, as in Captum). The inspection pass runs on an
-    empty batch (layer shape, run count, and the output's shape for a target check cost next to
-    nothing) unless a selector is a callable: that one is checked on real activations.
+    empty batch where it can (layer shape, run count, and the output's shape for a target check cost next
+    to nothing). A callable selector is never called on it: it is called, and its result checked, on the
+    rows of each real pass (see :mod:`attrfx.selectors`), so one that reads the examples' labels works.
     ``deferrable`` (methods whose work is :meth:`NeuronProblem.input_grads` and nothing else stateful
     before it) skips the inspection pass where the first real pass can do its checks: plain autograd,
-    an ``nn.Module`` in eval mode, the layer's output, index selectors. Methods whose passes need
+    an ``nn.Module`` in eval mode, the layer's output. Methods whose passes need
     only the selected neurons' rows of a Linear feeding the layer (all rows but no other's gradients, for
     conductance) say so with ``narrows``: under the same conditions, where such a Linear is likely, those
     rows are found (:mod:`attrfx.slicing`) — by tracing the inspection pass, or, for a deferrable method,
@@ -131,8 +132,7 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     args = format_args(additional_forward_args)
     module = resolve_layer(model, layer)
     selectors = selector if isinstance(selector, list) else [selector]
-    callables = any(callable(s) for s in selectors)
-    early = not callables and not at_input and selectors and first_pass_checks(model)
+    early = not at_input and selectors and first_pass_checks(model)
     if early and deferrable:
         guess = Guess.of(model, module, selectors) if narrows else None
         site = NeuronSite(selector=selector, batch_total_ok=batch_total_ok, guess=guess)
@@ -140,11 +140,9 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     chain = likely_chain(model, module) if early and narrows else None
     traced = chain is not None
     with LinearTrace(chain) if traced else contextlib.nullcontext() as trace:
-        seen = inspect(model, [module], xs, args, at_input=at_input, empty=not callables)
+        seen = inspect(model, [module], xs, args, at_input=at_input, empty=True)
     (info,) = seen.sites
     neurons, is_list = neuron_selectors(selector, info, batch_total_ok=batch_total_ok)
-    for neuron in neurons if seen.activations[0][0].shape[0] else []:  # (an empty pass has no callables)
-        neuron(seen.activations[0])  # a callable selector shows its shape errors here, on the user's batch
     only = trace.rows_for(seen.activations[0][0], neurons) if traced else None
     path = trace.path_to(seen.activations[0][0]) if only is not None else None
     return NeuronProblem(model, module, xs, was_tuple, args, NeuronSite(info, neurons, only=only, path=path),
@@ -211,7 +209,8 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
             they run out first).
         return_convergence_delta: with ``n_steps="auto"``, also return an
             :class:`~attrfx.adaptive.Convergence` (delta, evaluations, converged per example).
-        show_progress: draw a progress bar on stderr, one step per chunk of path points (fixed ``n_steps``).
+        show_progress: draw a progress bar (on stderr, or a notebook widget): one step per chunk of path points;
+            with ``n_steps="auto"``, one per example settled, beside the integrand evaluations so far.
         Other arguments as in :func:`neuron_gradient`.
 
     Example:
@@ -229,10 +228,10 @@ def neuron_integrated_gradients(model, layer, inputs, selector, *, baselines=Non
     bs = format_baselines(baselines, p.xs)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, None, "neuron_integrated_gradients", tolerance, max_steps, internal_batch_size,
-                               multiply_by_inputs, return_convergence_delta)
+                               multiply_by_inputs, return_convergence_delta, show_progress)
     rule = get_rule(method, n_steps)
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
-    with Progress("neuron_integrated_gradients", -(-len(rule) // chunk), enabled=show_progress) as bar:
+    with progress("neuron_integrated_gradients", -(-len(rule) // chunk), enabled=show_progress) as bar:
         total = integrate_path(bar.counting(p.input_grads), p.xs, bs, rule, chunk, weighs=True)
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
 
@@ -250,7 +249,8 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
     ``NeuronConductance`` (its trapezoid weights sum to (n−1)/n; ours to 1).
 
     Args:
-        target: which output ``F`` to explain (None, int, tuple, tensor or list).
+        target: which output ``F`` to explain (None, int, tuple, tensor or list, or a callable from the model
+            output to one value per row: see :mod:`attrfx.selectors`).
         n_steps: as in :func:`neuron_integrated_gradients`; with ``"auto"`` the nodes are refined until the
             neuron's value change ``n(x) − n(b) = ∫ dn`` is matched (the conductance ``∫ ∂F/∂n dn`` has no
             known value), and the reported delta is that neuron-value gap on the same nodes.
@@ -271,7 +271,7 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
     check_target(p.probe_output, target)
     if _auto_requested(n_steps, return_convergence_delta):
         return _integrate_auto(p, bs, target, "neuron_conductance", tolerance, max_steps, internal_batch_size,
-                               multiply_by_inputs, return_convergence_delta)
+                               multiply_by_inputs, return_convergence_delta, show_progress)
     rule = get_rule(method, n_steps)
 
     def flow_at(points, times, weigh):
@@ -280,7 +280,7 @@ def neuron_conductance(model, layer, inputs, selector, *, baselines=None, target
                                  only=p.site.only)[0]
 
     chunk = steps_per_chunk(internal_batch_size, p.n_examples, len(rule))
-    with Progress("neuron_conductance", -(-len(rule) // chunk), enabled=show_progress) as bar:
+    with progress("neuron_conductance", -(-len(rule) // chunk), enabled=show_progress) as bar:
         total = integrate_path(bar.counting(flow_at), p.xs, bs, rule, chunk, weighs=True)
     return p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
 
@@ -300,7 +300,8 @@ def _auto_requested(n_steps: Any, return_convergence_delta: Any) -> bool:
 
 
 def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name: str, tolerance: Any, max_steps: Any,
-                    internal_batch_size: Any, multiply_by_inputs: bool, return_convergence_delta: bool):
+                    internal_batch_size: Any, multiply_by_inputs: bool, return_convergence_delta: bool,
+                    show_progress: bool):
     """``n_steps="auto"``: per-example adaptive nodes (:func:`attrfx.adaptive.adaptive_integrate`), refined until
     the neurons' value change is matched; ``target`` (conductance) or None (integrated gradients)."""
     tolerance, max_steps = check_auto(tolerance, max_steps)
@@ -325,7 +326,9 @@ def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name:
         speed = sum((g * d[examples]).reshape(g.shape[0], g.shape[1], -1).sum(2) for g, d in zip(grads, diffs))
         return speed, at, flows
 
-    total, conv = adaptive_integrate(evaluate, ends, tolerance=tolerance, max_steps=max_steps, chunk=chunk)
+    with progress(name, n, enabled=show_progress, unit="example") as bar:
+        total, conv = adaptive_integrate(evaluate, ends, tolerance=tolerance, max_steps=max_steps, chunk=chunk,
+                                         report=bar.advance)
     warn_unconverged(name, conv, ends[1] - ends[0], tolerance, max_steps)
     result = p.result(_times_inputs(total, p.xs, bs, multiply_by_inputs))
     if not return_convergence_delta:
@@ -336,7 +339,7 @@ def _integrate_auto(p: NeuronProblem, bs: tuple[Tensor, ...], target: Any, name:
 @public
 def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples=5, stdevs=0.0,
                          additional_forward_args=None, attribute_to_neuron_input=False, multiply_by_inputs=True,
-                         generator=None):
+                         generator=None, show_progress=False):
     """GradientSHAP of a hidden neuron: ``E[(x̃ − b)·∂n/∂x(b + u(x̃ − b))]``.
 
     The expectation is over ``n_samples`` draws of input noise ``x̃ = x + σε``,
@@ -349,6 +352,8 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
         n_samples: samples per example.
         stdevs: standard deviation of the input noise (one float, or one per input).
         generator: a ``torch.Generator``; the same state gives the same result.
+        show_progress: draw a progress bar (on stderr, or a notebook widget), one step per forward pass (all
+            samples run in one).
         Other arguments as in :func:`neuron_gradient`.
 
     Example:
@@ -369,7 +374,8 @@ def neuron_gradient_shap(model, layer, inputs, selector, baselines, *, n_samples
     base = sample_baselines(dists, n_samples, p.n_examples, gen)
     u = uniform(n_samples, p.n_examples, p.xs[0], gen)
     points = tuple(_lerp(b, x, u) for x, b in zip(noisy, base))
-    grads = p.input_grads(tuple(fold(pt) for pt in points), n_samples)
+    with progress("neuron_gradient_shap", 1, enabled=show_progress) as bar:
+        grads = bar.counting(p.input_grads)(tuple(fold(pt) for pt in points), n_samples)
     per_sample = tuple(g.reshape((g.shape[0],) + tuple(x.shape)) for g, x in zip(grads, noisy))
     if multiply_by_inputs:
         per_sample = tuple(g * (x - b) for g, x, b in zip(per_sample, noisy, base))

@@ -59,10 +59,11 @@ def _custom_arity(fn: Optional[CustomFn]) -> int:
     return count
 
 
-def rescale_multipliers(p: NeuronProblem, bs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+def rescale_multipliers(p: NeuronProblem, bs: Sequence[Tensor], method: str) -> tuple[Tensor, ...]:
     """DeepLift multipliers ``∂ʳn/∂x`` of each neuron against baselines ``bs``: ``[K, N, ...]``.
 
-    The model runs once on ``[x; b]``; the rescale rules compare the halves.
+    The model runs once on ``[x; b]``; the rescale rules compare the halves. Nonlinear modules
+    that ran without a rule are named in a :class:`~attrfx.rules.RuleCoverageWarning` from ``method``.
     """
     n, m = p.n_examples, len(p.xs)
     refs = tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))
@@ -73,8 +74,10 @@ def rescale_multipliers(p: NeuronProblem, bs: Sequence[Tensor]) -> tuple[Tensor,
         both = tuple(torch.cat([x, r]) for x, r in zip(xs, refs))
         return call_model(model, both, repeat_args(args, n, 2))
 
-    with rules.applied(model, rules.DEEPLIFT_RESCALE):
-        return p.input_grads(p.xs, through=paired, rows=2 * n)
+    with rules.applied(model, rules.DEEPLIFT_RESCALE) as ruling:
+        multipliers = p.input_grads(p.xs, through=paired, rows=2 * n)
+    rules.warn_uncovered(method, ruling)
+    return multipliers
 
 
 def _combine(multipliers: tuple[Tensor, ...], xs: Sequence[Tensor], bs: Sequence[Tensor],
@@ -106,8 +109,9 @@ def neuron_deeplift(model, layer, inputs, selector, *, baselines=None, additiona
     replaced by ``Δy/Δx`` between the input run and the baseline run
     (:data:`attrfx.rules.DEEPLIFT_RESCALE`); on ReLU networks the
     attributions sum to ``n(x) − n(b)``. Other nonlinearities (GELU, SiLU,
-    functional calls) keep their ordinary gradient, as in Captum. Captum:
-    ``NeuronDeepLift``.
+    functional calls) keep their ordinary gradient, as in Captum; the modules
+    among them that run are named in a :class:`~attrfx.rules.RuleCoverageWarning`.
+    Captum: ``NeuronDeepLift``.
 
     Args:
         model: an ``nn.Module`` (its nonlinearities must be submodules, each run once).
@@ -139,7 +143,7 @@ def neuron_deeplift(model, layer, inputs, selector, *, baselines=None, additiona
     p = _rule_problem(model, layer, inputs, selector, additional_forward_args, attribute_to_neuron_input)
     _custom_arity(custom_attribution_func)
     bs = format_baselines(baselines, p.xs)
-    multipliers = rescale_multipliers(p, bs)
+    multipliers = rescale_multipliers(p, bs, "neuron_deeplift")
     return p.result(_combine(multipliers, p.xs, bs, multiply_by_inputs, custom_attribution_func))
 
 
@@ -176,7 +180,7 @@ def neuron_deeplift_shap(model, layer, inputs, selector, baselines, *, additiona
     xs = tuple(x.repeat((m,) + (1,) * (x.dim() - 1)) for x in p.xs)
     bs = tuple(d.repeat_interleave(n, dim=0) for d in dists)
     pairs = p._replace(xs=xs, args=repeat_args(p.args, n, m))
-    multipliers = rescale_multipliers(pairs, bs)
+    multipliers = rescale_multipliers(pairs, bs, "neuron_deeplift_shap")
     attrs = _combine(multipliers, xs, bs, multiply_by_inputs, custom_attribution_func)
     return p.result(tuple(a.reshape((a.shape[0], m, n) + tuple(a.shape[2:])).mean(1) for a in attrs))
 

@@ -41,8 +41,9 @@ class Source(NamedTuple):
     (the same, for a run that changed an existing tensor in place, e.g.
     ``ReLU(inplace=True)``); or ``"layer-input"`` (positional argument ``index``
     of ``module``, when no module made it or an operation changed it after its
-    last module). The last two are shifted in place where torch allows it, so
-    readers holding the same tensor see the shift too.
+    last module). A layer input is shifted in place where torch allows it, so
+    readers after the layer that hold the same tensor (a residual) see the
+    shift too.
     """
 
     kind: str
@@ -442,7 +443,7 @@ def _probed_pass(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tenso
     def shift(h: Tensor, targets: list[tuple[int, int]], in_place: bool = False) -> Tensor:
         record.start()
         delta = sum(deltas[i][j] for i, j in targets)
-        if in_place and _writable(h):  # every holder of h sees the shift (cut or not: ∂/∂δ is the same)
+        if in_place and _writable(h):  # every holder of h sees the shift (cut or not, ∂/∂δ is the same)
             kept = h.clone()  # h as received, with its graph, safe from later in-place changes
             for i, j in targets:
                 seen[i][j] = kept
@@ -480,7 +481,7 @@ def _editor(edits: list[tuple[Source, list[tuple[int, int]]]], shift: Callable) 
         items = [value] if isinstance(value, Tensor) else list(value)
         for source, targets in edits:
             if source.call == run:
-                items[source.index] = shift(items[source.index], targets, source.kind != "output")
+                items[source.index] = shift(items[source.index], targets, source.kind == "layer-input")
         return _packed(items, type(value))
 
     return edit
@@ -523,8 +524,10 @@ class _Writers:
 
 
 def _writable(h: Tensor) -> bool:
-    """Whether torch lets ``h`` be shifted in place inside a forward pass (not a view, leaf or inference tensor)."""
-    return not (h._is_view() or h.is_leaf and h.requires_grad or h.is_inference())
+    """Whether ``h`` can be shifted in place inside a forward pass: not a view, leaf or inference tensor, and not
+    the result its own backward needs (``relu_``, ``sigmoid_``, ...: a change would break that backward)."""
+    return not (h._is_view() or h.is_leaf and h.requires_grad or h.is_inference()
+                or hasattr(h.grad_fn, "_saved_result"))
 
 
 def tensor_version(t: Tensor) -> Optional[int]:

@@ -20,7 +20,10 @@ thread that registered them.
   LeakyReLU, Sigmoid, Tanh, Softplus, Softmax, MaxPool1d/2d/3d (exact types).
   Every other module — GELU, SiLU, ``F.relu`` called in ``forward`` — keeps its
   ordinary gradient, as in Captum; summation-to-delta then holds only where
-  those modules are linear.
+  those modules are linear. The modules of a known nonlinear type
+  (:data:`NONLINEAR`) that run without a rule are noted (:attr:`applied.uncovered`),
+  and DeepLift warns with :class:`RuleCoverageWarning`; functional calls in
+  ``forward`` (``F.gelu``, ``torch.softmax``) are no modules and cannot be seen.
 
 In-place modules (``nn.ReLU(inplace=True)``) get a copy of their input, so the
 rule still sees the value before the operation.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import torch
@@ -45,19 +49,39 @@ EPS = 1e-10
 """``|Δx|`` below which the DeepLift rules keep the ordinary gradient (Captum's default ``eps``)."""
 
 
+class RuleCoverageWarning(UserWarning):
+    """A rule-based attribution ran modules whose nonlinearity no rule covers; they kept their ordinary gradient,
+    so the method's law (DeepLift's summation-to-delta) may fail."""
+
+
+NONLINEAR: tuple[type, ...] = (
+    nn.Threshold, nn.ReLU, nn.RReLU, nn.Hardtanh, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.ELU, nn.CELU, nn.SELU, nn.GLU, nn.GELU, nn.Hardshrink, nn.LeakyReLU, nn.LogSigmoid, nn.Softplus,
+    nn.Softshrink, nn.PReLU, nn.Softsign, nn.Tanhshrink, nn.Softmin, nn.Softmax, nn.Softmax2d, nn.LogSoftmax,
+    nn.MultiheadAttention,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.FractionalMaxPool2d, nn.FractionalMaxPool3d, nn.LPPool1d, nn.LPPool2d,
+    nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm,
+)
+"""Module types (and their subclasses) whose effect on each example is nonlinear: torch's activations, max- and
+power-pooling, per-example normalisation."""
+
+
 class RuleMap(NamedTuple):
     """Which rule each module type gets.
 
     ``rules``: module type → rule; ``subclasses``: match with ``isinstance``
     (else the exact type); ``single_use``: refuse a module that runs more than
     once in one forward pass (a rule that pairs rows of one call cannot tell
-    two calls apart in the reference run).
+    two calls apart in the reference run); ``reported``: module types that, run
+    without a rule, are noted in :attr:`applied.uncovered`.
     """
 
     name: str
     rules: Mapping[type, RuleFn]
     subclasses: bool = False
     single_use: bool = False
+    reported: tuple[type, ...] = ()
 
     def rule_for(self, module: nn.Module):
         """The rule for ``module``, or ``None``."""
@@ -305,7 +329,7 @@ DEEPLIFT_RESCALE = RuleMap("DeepLift rescale", {
     nn.ReLU: rescale, nn.ELU: rescale, nn.LeakyReLU: rescale, nn.Sigmoid: rescale, nn.Tanh: rescale,
     nn.Softplus: rescale, nn.Softmax: rescale_softmax,
     nn.MaxPool1d: rescale_maxpool, nn.MaxPool2d: rescale_maxpool, nn.MaxPool3d: rescale_maxpool,
-}, single_use=True)
+}, single_use=True, reported=NONLINEAR)
 
 
 # --- applying a rule map ------------------------------------------------------------------------
@@ -319,6 +343,8 @@ class applied:
     mode is off keeps its own forward (there is no gradient to override). Hooks
     act only on this thread and are removed on every exit. A module gets one
     forward hook; an in-place one also a pre-hook that hands it a copy of its input.
+    A module of a ``rules.reported`` type without a rule that runs with grad mode
+    on is noted (:attr:`uncovered`).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
@@ -335,11 +361,14 @@ class applied:
         self.model, self.rules, self.handles = model, rules, []
         self.calls: dict[int, int] = {}             # runs of each ruled module in this forward pass
         self.inputs: dict[int, list[Tensor]] = {}   # in-place modules' inputs, kept before they are overwritten
+        self.unruled_ran: dict[int, nn.Module] = {}  # reported modules that ran without a rule, in order
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "applied":
         self.owner = threading.get_ident()  # the hooks act on the thread that entered the block only
-        matched = [(module, rule) for module in submodules(self.model)
-                   if (rule := self.rules.rule_for(module)) is not None]
+        modules = submodules(self.model)
+        matched = [(module, rule) for module in modules if (rule := self.rules.rule_for(module)) is not None]
+        ruled = {id(module) for module, _ in matched}
+        unruled = [m for m in modules if isinstance(m, self.rules.reported) and id(m) not in ruled]
         in_place = [module for module, _ in matched if getattr(module, "inplace", False)]
         try:
             if self.rules.single_use or in_place:
@@ -347,9 +376,11 @@ class applied:
             self.handles.extend(module.register_forward_pre_hook(self._keep_input) for module in in_place)
             self.handles.extend(module.register_forward_hook(functools.partial(self._apply, rule))
                                 for module, rule in matched)
+            self.handles.extend(module.register_forward_hook(self._note_uncovered) for module in unruled)
         except BaseException:
             self.__exit__()
             raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         for handle in self.handles:
@@ -366,6 +397,15 @@ class applied:
             return None
         self.inputs.setdefault(id(mod), []).append(inp[0])
         return (inp[0].clone(),) + tuple(inp[1:])
+
+    @property
+    def uncovered(self) -> list[str]:
+        """``"'name' (Type)"`` of each module of a ``rules.reported`` type that ran without a rule, in order."""
+        return [f"{layer_name(self.model, mod)} ({type(mod).__name__})" for mod in self.unruled_ran.values()]
+
+    def _note_uncovered(self, mod: nn.Module, inp: tuple, out: Any) -> None:
+        if threading.get_ident() == self.owner and torch.is_grad_enabled():
+            self.unruled_ran.setdefault(id(mod), mod)
 
     def _apply(self, rule: RuleFn, mod: nn.Module, inp: tuple, out: Any) -> Optional[Tensor]:
         """The forward hook of a ruled module: its output, with the rule's gradient."""
@@ -387,3 +427,17 @@ class applied:
             return rule(mod, inp[0], out)
         kept = self.inputs.get(id(mod))  # (none if grad mode came on inside the module)
         return rule(mod, kept.pop(), out) if kept else None
+
+
+def warn_uncovered(method: str, ruling: applied) -> None:
+    """Issue :class:`RuleCoverageWarning` from ``method`` if modules ran under ``ruling`` that its rules do not cover.
+
+    (``stacklevel`` points at the line that called the public method.)
+    """
+    names = ruling.uncovered
+    if names:
+        covered = ", ".join(kind.__name__ for kind in ruling.rules.rules)
+        warnings.warn(f"{method}: {'modules' if len(names) > 1 else 'module'} {', '.join(names)} ran with no "
+                      f"{ruling.rules.name} rule and kept the ordinary gradient, so the attributions need not sum to "
+                      f"the neuron's change (the rules cover {covered}); functional nonlinearities called in forward "
+                      f"(F.gelu, torch.softmax, ...) are neither seen nor rescaled.", RuleCoverageWarning, stacklevel=5)

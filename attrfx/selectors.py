@@ -4,15 +4,29 @@ Both become functions returning one scalar per example, shape ``[N]``:
 
 - a neuron selector turns the layer's activation into the neuron's value: an
   int (2-D activation), a tuple of ints and slices (one per non-batch dim; a
-  slice sums those neurons), or a callable;
+  slice sums those neurons; trailing dims of size 1 may be left out), or a callable;
 - a target turns the model output into the explained value: ``None``
-  (one output per example), an int or tuple, a tensor or a list (one per example).
+  (one output per example), an int or tuple, a tensor or a list (one per example),
+  or a callable — the form for a model that returns a ``ModelOutput``, a dict, a
+  dataclass or a tuple (``target=lambda out: out.logits[:, -1, token_id]``).
+
+A callable is applied to the activation (or model output) of every pass a method
+runs, and must return one value per row of what it is given, whatever the number
+of rows. The rows are the batch itself (N) for one-pass methods; path and sampling
+methods, ablation and DeepLift stack S blocks of N rows, row i of each block from
+example i (S·N rows: path points, samples, ablations, or inputs then baselines), as
+Captum does; with ``n_steps="auto"`` each row is any example at any path point. A
+row-wise function (``h[:, 3] * h[:, 5]``) fits every method. One that gathers by
+example (``h[torch.arange(N), labels]``) fits one-pass methods; for stacked copies
+it must repeat its indices (``labels.repeat(len(h) // N)``), and with ``"auto"`` it
+cannot work. For a per-example target, pass a tensor or list instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import torch
@@ -59,6 +73,7 @@ def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector", *, ba
         raise bad_value(arg, f"a callable, since layer {info.name} gives {len(info.shapes)} tensors",
                         repr(selector))
     shape = info.shapes[0]
+    index = _padded(index, shape)
     if len(index) != len(shape):
         raise bad_value(arg, f"one index per non-batch dimension of layer {info.name}, whose output has "
                         f"shape (N, {', '.join(map(str, shape))}): {len(shape)} indices",
@@ -108,29 +123,59 @@ def as_index(selector: Any, arg: str,
     return tuple(out)
 
 
+def _padded(index: tuple, shape: tuple) -> tuple:
+    """``index`` completed with zeros for the trailing dimensions of ``shape`` (non-batch) that it leaves out
+    when they all have size 1 (one element each, so the pick is unambiguous, as Captum reads it); otherwise
+    ``index`` as given.
+
+    Example:
+        >>> _padded((2,), (3, 1, 1)), _padded((2,), (3, 4))
+        ((2, 0, 0), (2,))
+    """
+    rest = tuple(shape)[len(index):]
+    return index + (0,) * len(rest) if rest and all(size == 1 for size in rest) else index
+
+
 def _callable_neuron(selector: Callable, info: LayerInfo, arg: str, batch_total_ok: bool) -> Neuron:
     def pick(hs: Activation) -> Tensor:
         value = selector(hs if info.is_tuple else hs[0])
         n = hs[0].shape[0]
         if batch_total_ok and isinstance(value, Tensor) and value.numel() == 1:
             return value.reshape(()).expand(n) / n  # rows sum to the total: a unit cotangent per row is exact
-        if not isinstance(value, Tensor) or value.numel() != n:
-            got = f"shape {_batch_shape(value.shape, n)}" if isinstance(value, Tensor) else type(value).__name__
-            raise AttrfxValueError(f"`{arg}` (a callable) must return one value per example, a tensor of "
-                                   f"shape (N,); it returned {got}.")
-        return value.reshape(n)
+        return _one_per_row(value, n, arg, "an activation")
 
     return pick
 
 
-_TARGET_FORMS = "an int, a tuple of ints, a tensor of ints, or a list of ints or tuples"
+def _one_per_row(value: Any, rows: Optional[int], arg: str, given: str) -> Tensor:
+    """A callable's result as ``[rows]``: one value per row of what it was ``given``; else a clear error.
+
+    ``rows=None`` (unknown) accepts a one-dimensional tensor.
+
+    Example:
+        >>> _one_per_row(torch.ones(3, 1), 3, "target", "a model output").shape
+        torch.Size([3])
+    """
+    if isinstance(value, Tensor) and (value.numel() == rows or (rows is None and value.dim() == 1)):
+        return value.reshape(value.numel())
+    got = f"shape {_batch_shape(value.shape, rows)}" if isinstance(value, Tensor) else type(value).__name__
+    if isinstance(value, Tensor) and value.dim() and rows is not None and value.shape[0] != rows:
+        got += (f" for {given} of {rows} rows (methods that stack path points, samples or ablations give the "
+                f"callable S·N rows, S blocks of the batch: see attrfx.selectors)")
+    raise AttrfxValueError(f"`{arg}` (a callable) must return one value per example, a tensor of "
+                           f"shape (N,); it returned {got}.")
+
+
+_TARGET_FORMS = "an int, a tuple of ints, a tensor of ints, a list of ints or tuples, or a callable"
 
 
 class Target(NamedTuple):
-    """A normalised target: ``index`` shared by all examples, or ``per_example`` rows of indices."""
+    """A normalised target: ``index`` shared by all examples, ``per_example`` rows of indices, or a ``function``
+    of the model output giving one value per row (checked on every pass by :func:`select_target`)."""
 
     index: Optional[tuple]
     per_example: Optional[Tensor]
+    function: Optional[Callable[[Any], Tensor]] = None
 
     def repeat(self, times: int) -> "Target":
         """The target for ``times`` stacked copies of the batch (path or sample axis first)."""
@@ -148,6 +193,8 @@ def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
     """
     if target is None:
         return Target(None, None)
+    if callable(target):
+        return Target(None, None, target)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise bad_value(arg, "an int tensor with one entry or one per example", f"a {target.dtype} tensor")
@@ -173,7 +220,8 @@ def format_target(target: Any, n_examples: int, arg: str = "target") -> Target:
 def check_target(output: Any, target: Target, arg: str = "target") -> None:
     """Check that ``target`` picks one value per example of ``output`` (a model output for any batch size).
 
-    Only the shape is read, so an output for no examples serves.
+    Only the shape is read, so an output for no examples serves. A callable target is checked where
+    :func:`select_target` calls it, on each pass's own rows; every other form needs a tensor output.
 
     Example:
         >>> check_target(torch.zeros(0, 3), format_target(2, 0))
@@ -182,9 +230,14 @@ def check_target(output: Any, target: Target, arg: str = "target") -> None:
         ...
         attrfx._errors.AttrfxValueError: `target` must be given (an int, tuple, tensor or list) because the model output has shape (N, 3), more than one value per example; got None.
     """
-    if not isinstance(output, Tensor) or output.dim() == 0:
-        got = "a 0-d tensor" if isinstance(output, Tensor) else type(output).__name__
-        raise AttrfxValueError(f"the model must return a tensor with an example dimension; got {got}.")
+    if target.function is not None:
+        return
+    if not isinstance(output, Tensor):
+        raise bad_value(arg, f"a callable, since the model returns {_kind(output)}, not a tensor to index: pass "
+                        f"target=lambda out: {_first_tensor(output)[0]}[:, ...] giving one value per example",
+                        _shown(target))
+    if output.dim() == 0:
+        raise AttrfxValueError("the model must return a tensor with an example dimension; got a 0-d tensor.")
     rest = output.shape[1:]
     shape = lambda: _batch_shape(output.shape, output.shape[0])  # noqa: E731 (formatted for errors only)
     if target.index is None and target.per_example is None:
@@ -192,10 +245,11 @@ def check_target(output: Any, target: Target, arg: str = "target") -> None:
             raise bad_value(arg, f"given (an int, tuple, tensor or list) because the model output has shape "
                             f"{shape()}, more than one value per example", "None")
         return
-    index = target.index if target.index is not None else tuple(target.per_example.T)
+    given = target.index if target.index is not None else tuple(target.per_example.T)
+    index = _padded(given, tuple(rest))
     if len(index) != len(rest):
         raise bad_value(arg, f"one index per non-batch dimension of the model output of shape "
-                        f"{shape()} ({len(rest)})", f"{len(index)}")
+                        f"{shape()} ({len(rest)})", f"{len(given)}")
     for dim, (ix, size) in enumerate(zip(index, rest)):
         bad = (not -size <= ix < size) if isinstance(ix, int) else bool(((ix < -size) | (ix >= size)).any())
         if bad:
@@ -204,19 +258,77 @@ def check_target(output: Any, target: Target, arg: str = "target") -> None:
                             f"{shown} for dimension {dim + 1} of size {size}")
 
 
-def select_target(output: Tensor, target: Target) -> Tensor:
+def select_target(output: Any, target: Target) -> Tensor:
     """The explained output value per example, shape ``[N]`` (``target`` checked by :func:`check_target`).
 
     Example:
         >>> select_target(torch.arange(6.).reshape(2, 3), format_target([2, 0], 2)).tolist()
         [2.0, 3.0]
+        >>> out = {"logits": torch.arange(6.).reshape(2, 3)}
+        >>> select_target(out, format_target(lambda out: out["logits"][:, 1], 2)).tolist()
+        [1.0, 4.0]
     """
+    if target.function is not None:
+        return _one_per_row(target.function(output), _first_tensor(output)[1], "target", "a model output")
     if target.index is None and target.per_example is None:
         return output.reshape(output.shape[0])
     if target.index is not None:
-        return output[(slice(None),) + target.index]
-    rows = torch.arange(output.shape[0], device=output.device)
-    return output[(rows,) + tuple(i.to(output.device) for i in target.per_example.T)]
+        value = output[(slice(None),) + target.index]
+    else:
+        rows = torch.arange(output.shape[0], device=output.device)
+        value = output[(rows,) + tuple(i.to(output.device) for i in target.per_example.T)]
+    return value if value.dim() == 1 else value.reshape(value.shape[0])  # trailing dims of size 1 left out
+
+
+def _first_tensor(output: Any, at: str = "out") -> tuple[str, Optional[int]]:
+    """``(expression, rows)`` of the first tensor with an example dimension in a model output (a tensor, or a
+    ``ModelOutput``, mapping, dataclass, tuple or list of them; ``logits`` first): how a callable target reaches
+    it from ``out``, and its dim 0. ``("out", None)`` where there is none.
+
+    Example:
+        >>> _first_tensor((torch.zeros(()), {"logits": torch.zeros(4, 2)}))
+        ("out[1]['logits']", 4)
+    """
+    if isinstance(output, Tensor):
+        return at, (output.shape[0] if output.dim() else None)
+    if isinstance(output, Mapping):
+        attribute = _is_model_output(output)
+        keys = sorted(output, key=lambda k: k != "logits")
+        parts = [(f"{at}.{k}" if attribute and isinstance(k, str) else f"{at}[{k!r}]", output[k]) for k in keys]
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        fields = sorted((f.name for f in dataclasses.fields(output)), key=lambda k: k != "logits")
+        parts = [(f"{at}.{k}", getattr(output, k)) for k in fields]
+    elif isinstance(output, (tuple, list)):
+        parts = [(f"{at}[{i}]", v) for i, v in enumerate(output)]
+    else:
+        parts = []
+    for expression, value in parts:
+        found = _first_tensor(value, expression)
+        if found[1] is not None:
+            return found
+    return at, None
+
+
+def _is_model_output(output: Any) -> bool:
+    """Whether ``output`` is a ``transformers`` ``ModelOutput`` (recognised by its class, not imported)."""
+    return any(c.__name__ == "ModelOutput" for c in type(output).__mro__)
+
+
+def _kind(output: Any) -> str:
+    """A model output's type, as an error names it."""
+    name = type(output).__name__
+    if _is_model_output(output):
+        return f"{name} (a ModelOutput)"
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return f"{name} (a dataclass)"
+    return f"a {name}"
+
+
+def _shown(target: Target) -> str:
+    """A non-callable target as the user gave it, for errors."""
+    if target.index is not None:
+        return repr(target.index[0] if len(target.index) == 1 else target.index)
+    return "None" if target.per_example is None else "a target per example"
 
 
 def _batch_shape(shape: tuple, n: int) -> str:

@@ -174,10 +174,12 @@ def test_deeplift_shap_is_mean_of_deeplift(seed, act):
 def test_unsupported_nonlinearities_keep_their_ordinary_gradient():
     """GELU and functional ReLU are not rewritten (Captum's policy): multipliers are the plain gradient."""
     model, x, b = seeded(GeluNet), randn(4, 5), randn(4, 5, seed=3)
-    local = attrfx.neuron_deeplift(model, "fc2", x, 1, baselines=b, multiply_by_inputs=False)
+    with pytest.warns(attrfx.RuleCoverageWarning, match="'gelu' \\(GELU\\)"):   # and says so
+        local = attrfx.neuron_deeplift(model, "fc2", x, 1, baselines=b, multiply_by_inputs=False)
     torch.testing.assert_close(local, attrfx.neuron_gradient(model, "fc2", x, 1))
     theirs = NeuronDeepLift(model, model.fc2).attribute(x, 1, baselines=b)
-    assert_parity(attrfx.neuron_deeplift(model, "fc2", x, 1, baselines=b), theirs.detach())
+    with pytest.warns(attrfx.RuleCoverageWarning):
+        assert_parity(attrfx.neuron_deeplift(model, "fc2", x, 1, baselines=b), theirs.detach())
     delta = neuron_value(model, "fc2", (x,), 1) - neuron_value(model, "fc2", (b,), 1)
     assert not torch.allclose(theirs.sum(1), delta, atol=1e-3)   # so no summation-to-delta: documented
 

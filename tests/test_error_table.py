@@ -74,6 +74,11 @@ CALLS = {
         (V, lambda: attrfx.neuron_gradient(seeded(MLP), "fc2", torch.ones(2, 5, dtype=torch.long), 1)),
     "argument of the wrong type":
         (T, lambda: attrfx.neuron_integrated_gradients(seeded(MLP), "fc2", randn(4, 5), 1, n_steps=2.5)),
+    "flag that is not a bool":
+        (T, lambda: attrfx.layer_conductance(seeded(MLP), "fc2", randn(4, 5), target=0,
+                                             return_convergence_delta="yes")),
+    "model that is not a model":
+        (T, lambda: attrfx.layer_conductance("net", "fc2", randn(4, 5), target=0)),
     "integer inputs for a path method":
         (V, lambda: attrfx.layer_conductance(_tokens(), "0", torch.ones(2, 4, dtype=torch.long), target=0)),
     "layer input that is not floating-point":

@@ -1,12 +1,17 @@
 """Every bad input raises a ValueError/TypeError naming the method, the argument, what was expected and given."""
 
+import inspect
 import re
+import warnings
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import attrfx
 from attrfx import axioms
+from _models_rules import GeluNet
 from models import ConvNet, MLP, MultiInput, Reused, ReusedResidual, TupleLayer, randn, seeded
 
 MLP_X = randn(4, 5)
@@ -175,3 +180,165 @@ def test_model_errors_pass_through_unchanged_and_leave_no_hooks():
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         attrfx.layer_conductance(model, "fc2", randn(4, 6), target=0)
     assert axioms.state_changes(before, axioms.state_of(model, MLP_X)) == []
+
+
+# --- the boundary: model, flags and counts, one rule for every public method ------------------------------------
+
+def gen():
+    return torch.Generator().manual_seed(0)
+
+
+VALID = {  # a valid call of each method: (arguments after the model, keyword arguments)
+    "neuron_gradient": lambda: (("fc2", MLP_X, 1), {}),
+    "neuron_integrated_gradients": lambda: (("fc2", MLP_X, 1), {"n_steps": 4}),
+    "neuron_conductance": lambda: (("fc2", MLP_X, 1), {"target": 0, "n_steps": 4}),
+    "neuron_gradient_shap": lambda: (("fc2", MLP_X, 1, randn(3, 5, seed=2)), {"generator": gen()}),
+    "neuron_deeplift": lambda: (("fc2", MLP_X, 1), {}),
+    "neuron_deeplift_shap": lambda: (("fc2", MLP_X, 1, randn(3, 5, seed=2)), {}),
+    "neuron_guided_backprop": lambda: (("fc2", MLP_X, 1), {}),
+    "neuron_deconvolution": lambda: (("fc2", MLP_X, 1), {}),
+    "neuron_feature_ablation": lambda: (("fc2", MLP_X, 1), {}),
+    "layer_gradient_x_activation": lambda: (("fc2", MLP_X), {"target": 0}),
+    "layer_gradcam": lambda: (("fc2", MLP_X), {"target": 0}),
+    "layer_conductance": lambda: (("fc2", MLP_X), {"target": 0, "n_steps": 4}),
+}
+COUNT_VALUES = {"n_steps": 4, "internal_batch_size": 8, "n_samples": 3, "perturbations_per_eval": 2, "max_steps": 64}
+
+
+def call(name, **changes):
+    args, kwargs = VALID[name]()
+    if "max_steps" in changes:   # used only by adaptive integration
+        changes = {"n_steps": "auto", **changes}
+    return getattr(attrfx, name)(mlp(), *args, **{**kwargs, **changes})
+
+
+def flags_of(name):
+    """The keyword-only arguments of ``name`` whose default is a bool."""
+    params = inspect.signature(getattr(attrfx, name)).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and isinstance(p.default, bool)]
+
+
+def counts_of(name):
+    return [c for c in COUNT_VALUES if c in inspect.signature(getattr(attrfx, name)).parameters]
+
+
+FLAG_CASES = [(name, flag) for name in sorted(VALID) for flag in flags_of(name)]
+COUNT_CASES = [(name, count) for name in sorted(VALID) for count in counts_of(name)]
+
+
+def test_every_method_with_a_model_has_a_valid_call():
+    methods = {n for n in attrfx.__all__ if inspect.isfunction(getattr(attrfx, n))} - {"interpolate"}
+    assert set(VALID) == methods
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+@pytest.mark.parametrize("model", ["net", None, 3])
+def test_model_is_checked_before_anything_else(name, model):
+    args, kwargs = VALID[name]()
+    with raises(attrfx.AttrfxTypeError, f"{name}: `model` must be an nn.Module or a callable",
+                f"got {type(model).__name__}."):
+        getattr(attrfx, name)(model, "1", *args[1:], **kwargs)
+    with raises(attrfx.AttrfxTypeError, f"{name}: `model`"):
+        getattr(attrfx, name)(model=model, layer="1", inputs=MLP_X)
+
+
+def test_the_flags_are_all_known_to_the_boundary():
+    from attrfx._api import FLAGS
+    assert {flag for _, flag in FLAG_CASES} == FLAGS
+
+
+@pytest.mark.parametrize("name,flag", FLAG_CASES, ids=[f"{n}-{f}" for n, f in FLAG_CASES])
+@pytest.mark.parametrize("value", ["yes", "", 1, 0, None, torch.tensor(True), [True]])
+def test_flags_take_only_true_or_false(name, flag, value):
+    with raises(attrfx.AttrfxTypeError, f"{name}: `{flag}` must be True or False; got {type(value).__name__}."):
+        call(name, **{flag: value})
+
+
+@pytest.mark.parametrize("name,flag", FLAG_CASES, ids=[f"{n}-{f}" for n, f in FLAG_CASES])
+def test_numpy_bools_are_flags(name, flag):
+    default = inspect.signature(getattr(attrfx, name)).parameters[flag].default
+    ours, plain = call(name, **{flag: np.bool_(default)}), call(name, **{flag: default})
+    for a, b in zip(_flat(ours), _flat(plain)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _flat(result):
+    if isinstance(result, torch.Tensor):
+        return [result]
+    return [t for part in result for t in _flat(part)]
+
+
+@pytest.mark.parametrize("name,count", COUNT_CASES, ids=[f"{n}-{c}" for n, c in COUNT_CASES])
+@pytest.mark.parametrize("kind", [np.int64, np.int32, np.uint8, lambda v: torch.tensor(v)],
+                         ids=["int64", "int32", "uint8", "torch"])
+def test_counts_take_numpy_and_torch_integers(name, count, kind):
+    value = COUNT_VALUES[count]
+    for a, b in zip(_flat(call(name, **{count: kind(value)})), _flat(call(name, **{count: value}))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,count", COUNT_CASES, ids=[f"{n}-{c}" for n, c in COUNT_CASES])
+@pytest.mark.parametrize("value", [True, np.bool_(True), 2.0, np.float64(2.0), torch.tensor(2.0),
+                                   torch.tensor([2, 3]), "2"])
+def test_counts_refuse_bools_floats_and_strings(name, count, value):
+    with raises(attrfx.AttrfxTypeError, f"{name}: `{count}` must be", f"got {type(value).__name__}."):
+        call(name, **{count: value})
+
+
+# --- errors that point at the fix -------------------------------------------------------------------------------
+
+def token_model():
+    return seeded(lambda: nn.Sequential(nn.Embedding(9, 3), nn.Flatten(), nn.Linear(12, 2)))
+
+
+TOKENS = torch.ones(2, 4, dtype=torch.long)
+
+
+@pytest.mark.parametrize("name", ["neuron_gradient", "neuron_integrated_gradients", "neuron_deeplift"])
+def test_token_ids_for_input_gradients_point_to_embeddings(name):
+    with raises(attrfx.AttrfxValueError, f"{name}: `inputs` must be floating-point", "inputs_embeds",
+                "torch.int64"):
+        getattr(attrfx, name)(token_model(), "2", TOKENS, 0)
+
+
+def test_token_ids_for_a_path_method_point_to_per_token_scores():
+    with pytest.raises(attrfx.AttrfxValueError) as info:
+        attrfx.layer_conductance(token_model(), "2", TOKENS, target=0)
+    message = str(info.value)
+    assert "layer_gradient_x_activation at the embedding layer" in message and "one row per token" in message
+    assert "layer_gradcam" not in message    # Grad-CAM sums over tokens: no per-token scores
+    per_token = attrfx.layer_gradient_x_activation(token_model(), "0", TOKENS, target=0).sum(-1)
+    assert per_token.shape == TOKENS.shape   # what the message promises
+
+
+# --- DeepLift on nonlinearities its rules do not cover ----------------------------------------------------------
+
+DEEPLIFTS = {
+    "neuron_deeplift": lambda m, layer, x, sel: attrfx.neuron_deeplift(m, layer, x, sel),
+    "neuron_deeplift_shap": lambda m, layer, x, sel: attrfx.neuron_deeplift_shap(m, layer, x, sel, randn(3, 5, seed=2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEEPLIFTS))
+def test_deeplift_warns_once_naming_the_modules_it_cannot_rescale(name):
+    with pytest.warns(attrfx.RuleCoverageWarning) as record:
+        DEEPLIFTS[name](seeded(GeluNet), "fc2", MLP_X, 1)
+    assert len(record) == 1 and record[0].filename == __file__
+    message = str(record[0].message)
+    assert message.startswith(f"{name}: ") and "'gelu' (GELU)" in message and "functional" in message
+
+
+def test_deeplift_names_every_uncovered_module_by_its_dotted_name():
+    model = seeded(lambda: nn.Sequential(nn.Linear(5, 6), nn.SiLU(),
+                                         nn.Sequential(nn.Linear(6, 6), nn.Mish(), nn.ReLU()), nn.Linear(6, 2)))
+    with pytest.warns(attrfx.RuleCoverageWarning, match=r"'1' \(SiLU\), '2\.1' \(Mish\)"):
+        attrfx.neuron_deeplift(model, "3", MLP_X, 0)
+
+
+@pytest.mark.parametrize("name", sorted(DEEPLIFTS))
+def test_deeplift_is_silent_where_its_rules_cover_every_module_that_runs(name):
+    behind = seeded(lambda: nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 4), nn.GELU(), nn.Linear(4, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DEEPLIFTS[name](mlp(), "fc2", MLP_X, 1)       # Tanh and ReLU
+        DEEPLIFTS[name](behind, "2", MLP_X, 1)        # the GELU after the layer never runs

@@ -15,9 +15,8 @@ it from their first real pass, whose model goes on
 after the layer with an empty batch to count the layer's runs; layer gradient
 × activation, Grad-CAM and layer conductance from their first pass, which runs
 the whole model anyway; the other methods run one small inspection pass
-first: on an empty batch, or on
-``min(2, N)`` examples when a callable selector must be checked on real
-activations. The counts below allow exactly that one small pass and nothing else.
+first, on an empty batch (a callable selector is called on real passes only).
+The counts below allow exactly that one small pass and nothing else.
 Where a Linear likely feeds the layer and the passes are big, the small pass
 runs first to trace it (``tests/test_slicing.py``).
 """
@@ -33,7 +32,7 @@ from torch import nn
 import attrfx
 from attrfx import gradients
 
-N = 5          # examples; the inspection pass sees no rows, or min(2, N) = 2 for a callable selector
+N = 5          # examples; the inspection pass sees no rows, or min(2, N) = 2 where the model needs rows
 INSPECT = 2
 STEPS = 6
 
@@ -262,8 +261,9 @@ def test_layer_methods_run_one_pass():
     assert seen[net.fc1] == [N] and seen[net.fc3] == [N]      # the one pass also checks the layer and target
 
 
-def test_real_rows_are_inspected_only_for_a_callable_selector():
+def test_a_callable_selector_is_called_on_the_real_pass_alone():
     net, x = make()
+    calls = []
     with rows_seen(net.fc1) as seen:
-        attrfx.neuron_gradient(net, "act1", x, [1, lambda h: h[:, 2]])
-    assert seen[net.fc1] == [INSPECT, N]
+        attrfx.neuron_gradient(net, "act1", x, [1, lambda h: calls.append(h.shape[0]) or h[:, 2]])
+    assert seen[net.fc1] == [N] and calls == [N]      # no inspection pass: the first real pass learns the layer

@@ -129,6 +129,7 @@ def test_baseline_distributions_of_another_dtype_are_cast():
 DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", TAKES_BASELINES + ["neuron_deeplift_shap", "neuron_gradient_shap"])
 def test_baselines_on_another_device_are_copied_or_named(name, device):

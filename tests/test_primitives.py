@@ -1,8 +1,11 @@
 """The public primitives, on their own and composed by hand into the library's methods."""
 
+import math
 import re
 import threading
+from fractions import Fraction
 
+import mpmath  # (a dependency of torch, through sympy)
 import numpy as np
 import pytest
 import torch
@@ -26,6 +29,57 @@ def test_nodes_and_weights_match_captum(method, n):
     np.testing.assert_allclose(rule.alphas.numpy(), alphas(n), rtol=0, atol=1e-7)  # Captum rounds to float32
     expected = np.asarray(step_sizes(n)) * (n / (n - 1) if method == "riemann_trapezoid" else 1.0)
     np.testing.assert_allclose(rule.weights.numpy(), expected, rtol=1e-12)
+
+
+def _gauss_legendre_reference(n: int, digits: int = 40) -> tuple[list, list]:
+    """Gauss–Legendre nodes and weights on [0, 1] to ``digits`` digits, independently of numpy: Newton's method
+    on the three-term recurrence of the Legendre polynomial Pₙ, weights ``2 / ((1 − t²)·Pₙ'(t)²)`` (halved)."""
+
+    def legendre_pair(t):  # Pₙ(t), Pₙ₋₁(t)
+        older, old = mpmath.mpf(1), t
+        for k in range(2, n + 1):
+            older, old = old, ((2 * k - 1) * t * old - (k - 1) * older) / k
+        return old, older
+
+    with mpmath.workdps(digits):
+        nodes, weights = [], []
+        for i in range(1, n + 1):
+            t, step = mpmath.cos(mpmath.pi * (i - mpmath.mpf(1) / 4) / (n + mpmath.mpf(1) / 2)), 1
+            while abs(step) > mpmath.mpf(10) ** (3 - digits):
+                p, q = legendre_pair(t)
+                slope = n * (t * p - q) / (t * t - 1)
+                step = p / slope
+                t -= step
+            nodes.append((1 + t) / 2)
+            weights.append(1 / ((1 - t * t) * slope ** 2))
+        return nodes[::-1], weights[::-1]
+
+
+EXACT_RULES = {  # nodes and weights as exact fractions (or 40 digits), computed without attrfx or numpy
+    "riemann_left": lambda n: ([Fraction(s, n) for s in range(n)], [Fraction(1, n)] * n),
+    "riemann_right": lambda n: ([Fraction(s + 1, n) for s in range(n)], [Fraction(1, n)] * n),
+    "riemann_middle": lambda n: ([Fraction(2 * s + 1, 2 * n) for s in range(n)], [Fraction(1, n)] * n),
+    "riemann_trapezoid": lambda n: ([Fraction(s, n - 1) for s in range(n)],
+                                    [Fraction(1, (n - 1) * (2 if s in (0, n - 1) else 1)) for s in range(n)]),
+    "gausslegendre": _gauss_legendre_reference,
+}
+
+
+@pytest.mark.parametrize("method", RULE_NAMES)
+@pytest.mark.parametrize("n", [2, 3, 7, 50, 64])
+def test_rules_are_float64_to_the_last_digits(method, n):
+    """Nodes and weights are the exact rule's, rounded once to float64, and the weights sum to 1 to float64 eps.
+
+    (Captum rounds its step sizes, and its Riemann nodes, to float32: ~3e-8 relative, some 10⁸ float64 units.
+    The Gauss–Legendre weights, numpy's, carry a few float64 units at large n; 16 units bound them here.)
+    """
+    alphas, weights = EXACT_RULES[method](n)
+    rule = quadrature.get_rule(method, n)
+    eps = np.finfo(np.float64).eps
+    assert rule.alphas.dtype == rule.weights.dtype == torch.float64
+    np.testing.assert_allclose(rule.alphas.numpy(), [float(a) for a in alphas], rtol=0, atol=eps)
+    np.testing.assert_allclose(rule.weights.numpy(), [float(w) for w in weights], rtol=0, atol=16 * eps)
+    assert abs(math.fsum(rule.weights.tolist()) - 1) <= eps
 
 
 def test_rules_are_values():
