@@ -29,7 +29,7 @@ def straight_line(xs: Sequence[Tensor], bs: Sequence[Tensor], alphas: Tensor) ->
     """
     out = []
     for x, b in zip(xs, bs):
-        a = alphas.to(x.dtype).reshape((-1,) + (1,) * x.dim())
+        a = alphas.to(dtype=x.dtype, device=x.device).reshape((-1,) + (1,) * x.dim())
         out.append(b + a * (x - b))
     return tuple(out)
 

@@ -257,8 +257,8 @@ def floor_neuron_shap(model, layer, sel, x, dist, n_samples, generator):
 
     def run():
         n = x.shape[0]
-        base = dist[torch.randint(0, dist.shape[0], (n_samples * n,), generator=generator)]
-        u = torch.rand((n_samples * n,) + (1,) * (x.dim() - 1), generator=generator, dtype=x.dtype)
+        base = dist[torch.randint(0, dist.shape[0], (n_samples * n,), generator=generator, device=x.device)]
+        u = torch.rand((n_samples * n,) + (1,) * (x.dim() - 1), generator=generator, dtype=x.dtype, device=x.device)
         xs = x.repeat((n_samples,) + (1,) * (x.dim() - 1))
         pts = (base + u * (xs - base)).requires_grad_()
         g = torch.autograd.grad(pick(prefix(model, layer, pts)).sum(), pts)[0]
