@@ -47,6 +47,17 @@ def conv_x():
 
 V, T = attrfx.AttrfxValueError, attrfx.AttrfxTypeError
 
+
+class _DictOutput(torch.nn.Module):
+    """A model whose output is a dict of logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3).double()
+
+    def forward(self, x):
+        return {"logits": self.fc(x)}
+
 CALLS = {
     "selector with the wrong number of indices":
         (V, lambda: attrfx.neuron_gradient(seeded(ConvNet), "conv1", conv_x(), (1, 2))),
@@ -77,6 +88,12 @@ CALLS = {
     "flag that is not a bool":
         (T, lambda: attrfx.layer_conductance(seeded(MLP), "fc2", randn(4, 5), target=0,
                                              return_convergence_delta="yes")),
+    "index target on a structured output":
+        (V, lambda: attrfx.layer_gradient_x_activation(_DictOutput().eval(), "fc", randn(2, 4), target=1)),
+    "callable selector that does not follow stacked rows":
+        (V, lambda: attrfx.neuron_integrated_gradients(
+            torch.nn.Sequential(torch.nn.Linear(4, 7), torch.nn.ReLU()).double().eval(), "1", randn(2, 4),
+            lambda h: h[torch.arange(2), torch.tensor([1, 2])], n_steps=14)),
     "model that is not a model":
         (T, lambda: attrfx.layer_conductance("net", "fc2", randn(4, 5), target=0)),
     "integer inputs for a path method":
