@@ -2,7 +2,10 @@
 
 Models are built from a drawn seed, so a failing example shrinks to a small
 architecture and replays exactly. Tensors come from ``torch.randn`` with a
-drawn seed (fast) rather than element-wise drawing.
+drawn seed (fast) rather than element-wise drawing. :func:`inplace_mlps` draws
+models that change tensors in place (in-place activations, ``out += h``
+residuals, in-place centring, pre-norm residuals); ``cases(..., at_input=True)``
+picks a layer whose *input* to attribute to.
 
 Example:
     >>> from hypothesis import given, settings
@@ -18,7 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from functools import partial
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from hypothesis import strategies as st
@@ -27,6 +31,12 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "softplus": nn.Softplus,
                "elu": nn.ELU}
 SMOOTH = ("tanh", "sigmoid", "gelu", "softplus")
+INPLACE_ACTIVATIONS = {"relu_": partial(nn.ReLU, inplace=True), "leaky_relu_": partial(nn.LeakyReLU, 0.1, inplace=True),
+                       "hardtanh_": partial(nn.Hardtanh, inplace=True), "elu_": partial(nn.ELU, inplace=True),
+                       "relu6_": partial(nn.ReLU6, inplace=True)}
+"""Activation modules that overwrite their input (named after torch's in-place functions)."""
+INPLACE_MIX = tuple(INPLACE_ACTIVATIONS) + ("tanh",)
+"""The in-place activations and one that is not (a layer whose input an in-place op made, and nothing overwrites)."""
 
 
 class Case(NamedTuple):
@@ -79,20 +89,109 @@ def convnets(draw, *, channels: int = 2, size: int = 6, n_outputs: int = 3,
     return model.eval()
 
 
-def hidden_layers(model: nn.Sequential) -> list[str]:
-    """Names of every layer but the last (attributing at the output layer is plain attribution)."""
-    return [name for name, _ in model.named_children()][:-1]
+class InplaceBlock(nn.Module):
+    """``act(fc(h))`` on ``width`` features, with in-place changes of ``fc``'s output before ``act``.
+
+    ``centre``: ``out -= out.mean(-1); out.mul_(2)`` (every feature then reads every
+    row of ``fc``); ``residual="post"``: ``out += h`` (torchvision's BasicBlock);
+    ``residual="pre"``: ``act(fc(norm(h)))``, which :class:`InplaceMLP` adds to ``h``
+    outside any module (a pre-norm residual: the norm's input is read again after
+    the norm, and the next layer's input is made by an op). In-place ops come
+    before ``act``, so none overwrites a tensor autograd saved.
+    """
+
+    def __init__(self, width: int, residual: Optional[str], centre: bool, act: nn.Module):
+        super().__init__()
+        self.residual, self.centre = residual, centre
+        if residual == "pre":
+            self.norm = nn.LayerNorm(width)
+        self.fc, self.act = nn.Linear(width, width), act
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.fc(self.norm(h) if self.residual == "pre" else h)
+        if self.centre:
+            out -= out.mean(-1, keepdim=True)
+            out.mul_(2.0)
+        if self.residual == "post":
+            out += h
+        return self.act(out)
+
+    def extra_repr(self) -> str:
+        return f"residual={self.residual!r}, centre={self.centre}"
+
+
+class InplaceMLP(nn.Module):
+    """``Linear``, :class:`InplaceBlock` s, ``Linear``; layers ``inp``, ``blocks.0.fc``, ..., ``out``.
+
+    Example:
+        >>> net = InplaceMLP(4, 3, 2, [("pre", True, "relu_"), (None, False, "tanh")])
+        >>> hidden_layers(net)
+        ['inp', 'blocks.0.norm', 'blocks.0.fc', 'blocks.0.act', 'blocks.1.fc', 'blocks.1.act']
+        >>> input_layers(net)
+        ['inp', 'blocks.0.norm', 'blocks.0.fc', 'blocks.1.fc', 'blocks.1.act', 'out']
+    """
+
+    def __init__(self, n_inputs: int, width: int, n_outputs: int, blocks: Sequence[tuple[Optional[str], bool, str]]):
+        super().__init__()
+        self.inp = nn.Linear(n_inputs, width)
+        self.blocks = nn.ModuleList(InplaceBlock(width, residual, centre, _activation(act))
+                                    for residual, centre, act in blocks)
+        self.out = nn.Linear(width, n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h) if block.residual == "pre" else block(h)
+        return self.out(h)
+
+
+def _activation(name: str) -> nn.Module:
+    return (INPLACE_ACTIVATIONS.get(name) or ACTIVATIONS[name])()
+
+
+@st.composite
+def inplace_mlps(draw, *, n_inputs: int = 4, n_outputs: int = 3, depth: tuple[int, int] = (1, 3),
+                 width: tuple[int, int] = (2, 6), activations: Sequence[str] = INPLACE_MIX,
+                 residuals: Sequence[Optional[str]] = (None, "post", "pre"),
+                 dtype: torch.dtype = torch.float64) -> InplaceMLP:
+    """MLPs whose forward changes tensors in place (:class:`InplaceMLP`): each block draws a residual from
+    ``residuals``, whether to centre in place, and an activation from ``activations`` (names in
+    :data:`INPLACE_ACTIVATIONS` or :data:`ACTIVATIONS`)."""
+    size = draw(st.integers(*width))
+    block = st.tuples(st.sampled_from(list(residuals)), st.booleans(), st.sampled_from(list(activations)))
+    blocks = draw(st.lists(block, min_size=depth[0], max_size=depth[1]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(draw(st.integers(0, 2**31 - 1)))
+        return InplaceMLP(n_inputs, size, n_outputs, blocks).to(dtype).eval()
+
+
+def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if name and not next(m.children(), None)]
+
+
+def hidden_layers(model: nn.Module) -> list[str]:
+    """Names of every leaf module but the last registered (attributing at the output layer is plain attribution)."""
+    return [name for name, _ in _leaves(model)][:-1]
+
+
+def input_layers(model: nn.Module) -> list[str]:
+    """Names of the leaf modules whose input nothing overwrites after they read it: all but in-place activations
+    (in the models drawn here, in-place ops change only a Linear's output before an activation reads it). So a
+    forward pre-hook captures the input as the layer receives it, and autograd gives the gradient there.
+    """
+    return [name for name, m in _leaves(model) if not getattr(m, "inplace", False)]
 
 
 @st.composite
 def cases(draw, models: st.SearchStrategy, input_shape: Sequence[int], *, batch: tuple[int, int] = (1, 4),
-          dtype: torch.dtype = torch.float64, n_outputs: int = 3) -> Case:
-    """A model from ``models``, one of its hidden layers, and a batch of inputs."""
+          dtype: torch.dtype = torch.float64, n_outputs: int = 3, at_input: bool = False) -> Case:
+    """A model from ``models``, one of its hidden layers (``at_input``: one of its :func:`input_layers`, and
+    ``layer_shape`` is its input's), and a batch of inputs."""
     model = draw(models)
-    layer = draw(st.sampled_from(hidden_layers(model)))
+    layer = draw(st.sampled_from(input_layers(model) if at_input else hidden_layers(model)))
     inputs = draw(tensors((draw(st.integers(*batch)),) + tuple(input_shape), dtype=dtype))
     with torch.no_grad():
-        shape = _layer_shape(model, layer, inputs)
+        shape = _layer_shape(model, layer, inputs, at_input)
     return Case(model, layer, inputs, n_outputs, shape)
 
 
@@ -109,9 +208,19 @@ def convnet_cases(*, channels: int = 2, size: int = 6, n_outputs: int = 3, activ
                  (channels, size, size), n_outputs=n_outputs, **kwargs)
 
 
-def _layer_shape(model: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[int, ...]:
+def inplace_mlp_cases(*, n_inputs: int = 4, n_outputs: int = 3, activations: Sequence[str] = INPLACE_MIX,
+                      residuals: Sequence[Optional[str]] = (None, "post", "pre"), **kwargs) -> st.SearchStrategy:
+    """Cases on :func:`inplace_mlps` (``at_input=True``: at a layer's input). Pre-norm blocks can be steep
+    (a LayerNorm of nearly equal features): leave ``"pre"`` out of ``residuals`` where a path integral must converge."""
+    return cases(inplace_mlps(n_inputs=n_inputs, n_outputs=n_outputs, activations=activations, residuals=residuals),
+                 (n_inputs,), n_outputs=n_outputs, **kwargs)
+
+
+def _layer_shape(model: nn.Module, layer: str, inputs: torch.Tensor, at_input: bool = False) -> tuple[int, ...]:
     seen = []
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(o.shape[1:]))
+    module = model.get_submodule(layer)
+    handle = (module.register_forward_pre_hook(lambda m, i: seen.append(i[0].shape[1:])) if at_input
+              else module.register_forward_hook(lambda m, i, o: seen.append(o.shape[1:])))
     try:
         model(inputs[:1])
     finally:
