@@ -1,20 +1,21 @@
 """attrfx: functional, stateless attribution for PyTorch.
 
-Every method is a pure function composed of public primitives:
-:mod:`~attrfx.quadrature`, :mod:`~attrfx.paths`, :mod:`~attrfx.probe`,
-:mod:`~attrfx.selectors`, :mod:`~attrfx.noise`, :mod:`~attrfx.gradients` and
-:mod:`~attrfx.slicing`.
+Every method (:mod:`attrfx.methods`, one module per *how*) is a pure function
+composed of public primitives: what is explained and where it lands
+(:mod:`~attrfx.inputs`, :mod:`~attrfx.selectors`, :mod:`~attrfx.probe`,
+:mod:`~attrfx.problem`), and how (:mod:`~attrfx.quadrature`,
+:mod:`~attrfx.paths`, :mod:`~attrfx.noise`, :mod:`~attrfx.gradients`,
+:mod:`~attrfx.rules`, :mod:`~attrfx.ablation`, :mod:`~attrfx.slicing`).
 """
 
 from . import axioms, gradients, inputs, noise, paths, probe, quadrature, selectors, slicing, viz
 from ._errors import AttrfxTypeError, AttrfxValueError
 from . import adaptive
 from .adaptive import Convergence, IntegrationBudgetWarning
-from .layer import interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation
-from .neuron import neuron_conductance, neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients
-from . import ablation, rules
-from .ablation import neuron_feature_ablation
-from .neuron_rules import neuron_deconvolution, neuron_deeplift, neuron_deeplift_shap, neuron_guided_backprop
+from . import ablation, methods, problem, rules
+from .methods import (interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation, neuron_conductance,
+                      neuron_deconvolution, neuron_deeplift, neuron_deeplift_shap, neuron_feature_ablation,
+                      neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients, neuron_guided_backprop)
 from .rules import RuleCoverageWarning
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "axioms",
     "gradients",
     "inputs",
+    "methods",
     "interpolate",
     "layer_conductance",
     "layer_gradcam",
@@ -40,6 +42,7 @@ __all__ = [
     "noise",
     "paths",
     "probe",
+    "problem",
     "quadrature",
     "selectors",
     "slicing",

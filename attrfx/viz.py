@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ._errors import bad_type, bad_value
-from .layer import interpolate
+from .methods.gradient import interpolate
 
 Array = Union[Tensor, np.ndarray]
 

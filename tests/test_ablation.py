@@ -166,15 +166,15 @@ TAB_SELECTORS = {"one": 3, "a list with a slice": [(1,), (slice(4, 6),), (11,)]}
 
 @pytest.fixture
 def linear_ablations(monkeypatch):
-    """How many calls took the no-pass route of attrfx.ablation.linear_ablation."""
-    from attrfx import ablation
+    """How many calls of neuron_feature_ablation took the no-pass route of attrfx.ablation.linear_ablation."""
+    from attrfx.methods import ablation
     seen, real = [], ablation.linear_ablation
     monkeypatch.setattr(ablation, "linear_ablation", lambda *a: seen.append(1) or real(*a))
     return seen
 
 
 def by_passes(call):
-    from attrfx import ablation
+    from attrfx.methods import ablation
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ablation, "_linear_fed", lambda p: None)
         return call()

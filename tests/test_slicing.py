@@ -118,7 +118,7 @@ def narrowed(monkeypatch):
 
 
 def no_chain(patch):
-    for module in (attrfx.neuron, slicing):
+    for module in (attrfx.problem, slicing):
         patch.setattr(module, "likely_chain", lambda model, layer: None)
 
 
