@@ -1,7 +1,8 @@
 """Gradients of an explained value, by a vjp (:func:`vjp`) through the probe.
 
-Three kernels cover every gradient method:
+Four kernels cover every gradient method:
 
+- :func:`output_input_grads` — ``∂F/∂x`` of the target-selected output;
 - :func:`neuron_input_grads` — ``∂n_k/∂x`` for K neurons: the model runs only
   to the layer, once; each neuron's backward pass starts from its own
   cotangent at the layer (:func:`pull_neurons`);
@@ -30,8 +31,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .probe import (Activation, LayerInfo, forward_counting_runs, forward_to_layer, forward_with_output_probe,
-                    forward_with_probe, submodules, transformed, zero_deltas)
+from .probe import (Activation, LayerInfo, call_model, forward_counting_runs, forward_to_layer,
+                    forward_with_output_probe, forward_with_probe, submodules, transformed, zero_deltas)
 from .selectors import IndexNeuron, Neuron, Target, select_target
 from .slicing import Guess, LinearRows, only_rows
 
@@ -292,6 +293,29 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
     if guess is not None and not held:
         return neuron_input_grads(model, layer, neurons, xs, args, each=each)
     return pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), each)
+
+
+def output_input_grads(model: Callable, xs: Sequence[Tensor], args: tuple, target: Target,
+                       check: Optional[Callable[[Any], None]] = None) -> tuple[Tensor, ...]:
+    """``∂F/∂x`` for ``F`` the target-selected output, one gradient per input (each example's own row).
+
+    ``check(output)`` sees the model output before the backward pass (e.g. to check the target's shape).
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> (g,) = output_input_grads(net, (torch.ones(4, 3),), (), Target((1,), None))
+        >>> torch.equal(g, net.weight[1].expand(4, 3))
+        True
+    """
+
+    def explained(*points):
+        output = call_model(model, points, args)
+        if check is not None:
+            check(output)
+        return select_target(output, target)
+
+    value, pull = vjp(explained, *xs)
+    return tuple(pull(torch.ones_like(value), retain_graph=False))
 
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,

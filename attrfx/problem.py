@@ -5,6 +5,7 @@
   feeding the layer that the passes need (:mod:`attrfx.slicing`);
 - :func:`layer_problem` — a model output (``target``) explained at one or more
   layers' activations;
+- :func:`output_problem` — a model output explained at the model inputs;
 - :func:`rule_problem` / :func:`gradient_under` — a neuron problem for the
   gradient-override methods, and its gradient while a :mod:`attrfx.rules` map is on.
 
@@ -18,12 +19,13 @@ import contextlib
 import functools
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
+import torch  # noqa: F401 (the examples)
 from torch import Tensor, nn
 
 from . import rules
 from ._errors import bad_type, bad_value
 from .gradients import (first_layer_grads_and_output, first_neuron_input_grads, inference_tensors_refused,
-                        layer_grads, neuron_input_grads)
+                        layer_grads, neuron_input_grads, output_input_grads)
 from .inputs import Inputs, as_tuple, format_args, repeat_args, require_float, restore
 from .probe import Activation, LayerInfo, call_model, first_pass_checks, inspect, resolve_layer, site_info
 from .selectors import Neuron, Target, check_target, format_target, neuron_selectors, select_target
@@ -104,6 +106,59 @@ class NeuronProblem(NamedTuple):
     def result(self, values: tuple[Tensor, ...]) -> Inputs:
         """``[K, B, ...]`` values in the user's structure (K dropped for a single selector)."""
         return restore(values if self.is_list else tuple(v[0] for v in values), self.was_tuple)
+
+
+class OutputProblem(NamedTuple):
+    """A model output (``target``) explained at the model inputs, validated once at the API boundary.
+
+    Its :meth:`input_grads` has :meth:`NeuronProblem.input_grads`'s contract (a leading dimension of one
+    "neuron", the output), so the kernels that integrate or average input gradients serve both.
+    """
+
+    model: Callable
+    xs: tuple[Tensor, ...]
+    was_tuple: bool
+    args: tuple
+    target: Target
+
+    @property
+    def n_examples(self) -> int:
+        return self.xs[0].shape[0]
+
+    def input_grads(self, points: tuple[Tensor, ...], times: int = 1, each: Optional[Callable] = None, *,
+                    through: Optional[Callable] = None, rows: Optional[int] = None) -> tuple[Tensor, ...]:
+        """``∂F/∂x`` at ``points`` (which stack ``times`` copies of the batch) as ``[1, rows, ...]`` per input;
+        ``each`` maps the block as it is pulled back. ``through``: a function of the points (and arguments) that
+        runs the model on ``rows`` rows in place of the model (the target follows the rows)."""
+        copies = (rows or points[0].shape[0]) // self.n_examples
+        args, target = repeat_args(self.args, self.n_examples, times), self.target.repeat(copies)
+        check = functools.partial(check_target, target=target)
+        grads = output_input_grads(through or self.model, points, args, target, check)
+        block = tuple(g[None] for g in grads)
+        return block if each is None else each(block)
+
+    def output(self, xs: Sequence[Tensor]) -> Tensor:
+        """``F`` per example at ``xs`` (no gradients)."""
+        return select_target(call_model(self.model, xs, self.args), self.target)
+
+    def result(self, values: tuple[Tensor, ...]) -> Inputs:
+        """``[1, B, ...]`` values in the user's structure."""
+        return restore(tuple(v[0] for v in values), self.was_tuple)
+
+
+def output_problem(model: Callable, inputs: Inputs, target: Any, additional_forward_args: Any) -> OutputProblem:
+    """Validate and set up an output attribution at the inputs (the target is checked on the first pass).
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> p = output_problem(net, torch.ones(4, 3), 1, None)
+        >>> torch.equal(p.result(p.input_grads(p.xs)), net.weight[1].expand(4, 3))
+        True
+    """
+    xs, was_tuple = as_tuple(inputs)
+    require_float(xs)
+    return OutputProblem(model, xs, was_tuple, format_args(additional_forward_args),
+                         format_target(target, xs[0].shape[0]))
 
 
 def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, additional_forward_args: Any,
