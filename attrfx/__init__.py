@@ -13,9 +13,7 @@ from ._errors import AttrfxTypeError, AttrfxValueError
 from . import adaptive
 from .adaptive import Convergence, IntegrationBudgetWarning
 from . import ablation, methods, problem, rules
-from .methods import (interpolate, layer_conductance, layer_gradcam, layer_gradient_x_activation, neuron_conductance,
-                      neuron_deconvolution, neuron_deeplift, neuron_deeplift_shap, neuron_feature_ablation,
-                      neuron_gradient, neuron_gradient_shap, neuron_integrated_gradients, neuron_guided_backprop)
+from .methods import *  # noqa: F403 (the methods: attrfx.methods.__all__)
 from .rules import RuleCoverageWarning
 
 __version__ = "0.1.0"
@@ -26,32 +24,19 @@ __all__ = [
     "Convergence",
     "IntegrationBudgetWarning",
     "RuleCoverageWarning",
+    "ablation",
     "adaptive",
     "axioms",
     "gradients",
     "inputs",
     "methods",
-    "interpolate",
-    "layer_conductance",
-    "layer_gradcam",
-    "layer_gradient_x_activation",
-    "neuron_conductance",
-    "neuron_gradient",
-    "neuron_gradient_shap",
-    "neuron_integrated_gradients",
     "noise",
     "paths",
     "probe",
     "problem",
     "quadrature",
+    "rules",
     "selectors",
     "slicing",
     "viz",
-    "ablation",
-    "rules",
-    "neuron_feature_ablation",
-    "neuron_deconvolution",
-    "neuron_deeplift",
-    "neuron_deeplift_shap",
-    "neuron_guided_backprop",
-]
+] + methods.__all__

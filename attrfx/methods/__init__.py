@@ -23,6 +23,5 @@ from .guided import neuron_deconvolution, neuron_guided_backprop
 from .integrated import neuron_integrated_gradients
 from .shap import neuron_gradient_shap
 
-__all__ = ["interpolate", "layer_conductance", "layer_gradcam", "layer_gradient_x_activation", "neuron_conductance",
-           "neuron_deconvolution", "neuron_deeplift", "neuron_deeplift_shap", "neuron_feature_ablation",
-           "neuron_gradient", "neuron_gradient_shap", "neuron_guided_backprop", "neuron_integrated_gradients"]
+__all__ = sorted(name for name, value in list(globals().items())
+                 if callable(value) and getattr(value, "__module__", "").startswith(__name__ + "."))
