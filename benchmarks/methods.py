@@ -43,7 +43,7 @@ class Settings(NamedTuple):
 
 
 class Spec(NamedTuple):
-    kind: str                     # "neuron" or "layer"
+    kind: str                     # "neuron", "layer" or "output" (attributed at the inputs)
     models: tuple                 # model names it is run on
     compare: str                  # "exact", "trapezoid" (Captum × n/(n-1)) or "sampling" (not comparable)
     build: Callable               # (case, layer_name, module, selector, settings, frozen) -> (attrfx, captum, floor)
@@ -436,18 +436,40 @@ SPECS: dict[str, Spec] = {
 }
 
 
+PLACES = {"neuron": ("early", "late"), "layer": ("early", "late"), "output": ("output",)}
+"""Where each kind of method is timed: at the model's early and late layer, or once per model (at the inputs)."""
+
+NOT_TIMED = ("interpolate", "noise_tunnel")
+"""Public functions that are no attribution of their own (a resize; a wrapper of the other methods)."""
+
+
+def _family_specs() -> None:
+    """Add the rows of the method families kept in their own files (``benchmarks/<family>.py``, each a ``SPECS``)."""
+    import importlib
+    for family in ("gradients", "integrated", "rules", "lrp"):
+        try:
+            SPECS.update(importlib.import_module(f"{__package__}.{family}").SPECS)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}.{family}":
+                raise
+
+
+_family_specs()
+
+
 def available() -> tuple[list[str], list[str]]:
     """``(benchmarked, skipped)``: attrfx methods with a spec, and public methods without one."""
-    public = [n for n in attrfx.__all__ if n.startswith(("neuron_", "layer_")) and callable(getattr(attrfx, n, None))]
+    public = [n for n in attrfx.methods.__all__ if n not in NOT_TIMED]
     return [n for n in SPECS if n in public], [n for n in public if n not in SPECS]
 
 
 def calls(method: str, case: Case, where: str, settings: Settings = Settings(),
           frozen_model: Optional[nn.Module] = None) -> Calls:
-    """The three callables for ``method`` on ``case`` at layer ``where`` ("early" / "late")."""
-    name = case.layers[where]
+    """The three callables for ``method`` on ``case`` at layer ``where`` ("early" / "late"; "output": no layer)."""
+    name = case.layers.get(where)
     fz = frozen_model if frozen_model is not None else frozen(case.model)
-    return SPECS[method].build(case, name, case.model.get_submodule(name), case.neurons[where], settings, fz)
+    module = None if name is None else case.model.get_submodule(name)
+    return SPECS[method].build(case, name, module, case.neurons.get(where), settings, fz)
 
 
 def k_calls(method: str, case: Case, where: str, selectors: list, settings: Settings = Settings(),

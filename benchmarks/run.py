@@ -256,10 +256,10 @@ def main_table(methods: list[str], models: list[str], reps: int, device: str, se
             spec = M.SPECS[method]
             if model_name not in spec.models:
                 continue
-            for where in ("early", "late"):
+            for where in M.PLACES[spec.kind]:
                 if not wanted(only, method, model_name, where):
                     continue
-                row = {"model": model_name, "layer": case.layers[where], "where": where, "method": method}
+                row = {"model": model_name, "layer": case.layers.get(where, "–"), "where": where, "method": method}
                 try:
                     c = M.calls(method, case, where, settings, fz)
                     t0 = time.perf_counter()
