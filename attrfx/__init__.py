@@ -12,7 +12,7 @@ from . import axioms, gradients, inputs, noise, paths, probe, quadrature, select
 from ._errors import AttrfxTypeError, AttrfxValueError
 from . import adaptive
 from .adaptive import Convergence, IntegrationBudgetWarning
-from . import ablation, methods, problem, rules
+from . import ablation, methods, problem, propagation, rules
 from .methods import *  # noqa: F403 (the methods: attrfx.methods.__all__)
 from .rules import RuleCoverageWarning
 
@@ -34,6 +34,7 @@ __all__ = [
     "paths",
     "probe",
     "problem",
+    "propagation",
     "quadrature",
     "rules",
     "selectors",

@@ -28,8 +28,8 @@ from ._errors import AttrfxTypeError, AttrfxValueError, as_flag, as_int, bad_typ
 
 F = TypeVar("F", bound=Callable)
 
-FLAGS = frozenset({"multiply_by_inputs", "attribute_to_layer_input", "attribute_to_neuron_input",
-                   "return_convergence_delta", "relu_attributions", "attr_dim_summation", "show_progress"})
+FLAGS = frozenset({"abs", "multiply_by_inputs", "attribute_to_layer_input", "attribute_to_neuron_input",
+                   "return_convergence_delta", "relu_attributions", "attr_dim_summation", "show_progress", "verbose"})
 """Keyword arguments of the public methods that take ``True`` or ``False`` only."""
 
 COUNTS = {"n_steps": "an int or 'auto'", "internal_batch_size": "None or a positive int",

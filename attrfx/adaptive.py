@@ -239,6 +239,37 @@ def adaptive_integrate(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, Tensor
     return _weighted_sums(stored, weights, n_examples), _convergence(gaps, state, converged, ends[0])
 
 
+def adaptive_path(at_rows: Callable[[Tensor, tuple[Tensor, ...]], tuple[Sequence[Tensor], Tensor, Sequence[Tensor]]],
+                  xs: Sequence[Tensor], bs: Sequence[Tensor], ends: tuple[Tensor, Tensor], **options: object
+                  ) -> tuple[tuple[Tensor, ...], Convergence]:
+    """:func:`adaptive_integrate` along the straight path from ``bs`` to ``xs``, for a value ``Φ`` with gradient.
+
+    ``at_rows(examples, points)`` takes rows (example index ``[R]``, path points ``[R, ...]`` per input)
+    and returns ``(∂Φ/∂x, Φ, vectors)``: the gradients ``[K, R, ...]`` per input, whose product with
+    ``x − b`` is the completeness integrand, the values ``[K, R]``, and the tensors to integrate. ``Φ``
+    is a neuron (``K`` selectors) or an output (``K = 1``); ``ends``: ``Φ`` at ``bs`` and ``xs``, ``[K, N]``.
+    ``options``: those of :func:`adaptive_integrate`.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)     # Φ(x) = Σ x³, integrate ∂Φ/∂x
+        >>> def at_rows(ex, pts):
+        ...     g = (3 * pts[0] ** 2)[None]
+        ...     return (g,), (pts[0] ** 3).sum(1)[None], (g,)
+        >>> ends = (torch.zeros(1, 1, dtype=torch.float64), (x ** 3).sum(1)[None])
+        >>> (total,), conv = adaptive_path(at_rows, (x,), (torch.zeros((), dtype=torch.float64),), ends)
+        >>> [round(v, 6) for v in (total[0, 0] * x[0]).tolist()], bool(conv.converged.all())
+        ([1.0, 8.0], True)
+    """
+    diffs = tuple(x - torch.broadcast_to(b, x.shape) for x, b in zip(xs, bs))
+
+    def evaluate(examples: Tensor, alphas: Tensor):
+        grads, values, vectors = at_rows(examples, rows_on_path(xs, bs, examples, alphas))
+        rate = sum((g * d[examples]).reshape(g.shape[0], g.shape[1], -1).sum(2) for g, d in zip(grads, diffs))
+        return rate, values, vectors
+
+    return adaptive_integrate(evaluate, ends, **options)
+
+
 def _evaluate_rows(evaluate: Callable, examples: list[int], alphas: list[float], chunk: int | None,
                    device: torch.device):
     """Evaluate rows ``(example, α)`` in folded batches of at most ``chunk`` rows."""

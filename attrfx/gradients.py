@@ -307,6 +307,12 @@ def output_input_grads(model: Callable, xs: Sequence[Tensor], args: tuple, targe
         >>> torch.equal(g, net.weight[1].expand(4, 3))
         True
     """
+    return output_input_grads_and_value(model, xs, args, target, check)[0]
+
+
+def output_input_grads_and_value(model: Callable, xs: Sequence[Tensor], args: tuple, target: Target,
+                                 check: Optional[Callable[[Any], None]] = None) -> tuple[tuple[Tensor, ...], Tensor]:
+    """:func:`output_input_grads` with the explained output ``F`` ``[N]`` of the same forward pass (detached)."""
 
     def explained(*points):
         output = call_model(model, points, args)
@@ -315,7 +321,7 @@ def output_input_grads(model: Callable, xs: Sequence[Tensor], args: tuple, targe
         return select_target(output, target)
 
     value, pull = vjp(explained, *xs)
-    return tuple(pull(torch.ones_like(value), retain_graph=False))
+    return tuple(pull(torch.ones_like(value), retain_graph=False)), value.detach()
 
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,

@@ -284,6 +284,44 @@ def forward_to_layer(model: Callable, layer: nn.Module, xs: Sequence[Tensor], ar
     raise AttrfxValueError("the layer did not run during the forward pass.")
 
 
+def forward_to_layers(model: Any, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple, *,
+                      at_input: bool = False) -> list[Activation]:
+    """Each layer's activation (output, or input with ``at_input``) from one pass that stops once every layer has
+    run (:func:`forward_to_layer` for one layer). An activation taken before the stop is a copy, so
+    a later in-place change by the model does not reach it.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 1))
+        >>> h0, h1 = forward_to_layers(net, [net[0], net[1]], (torch.ones(4, 2),), ())
+        >>> torch.equal(h1[0], torch.relu(h0[0]))
+        True
+    """
+    if len(layers) == 1:
+        return [forward_to_layer(model, layers[0], xs, args, at_input=at_input)]
+    found: dict[int, Activation] = {}
+
+    def take(i: int):
+        def note(value: Any) -> None:
+            if i not in found:
+                hs = _as_tensors(value, "input" if at_input else "output")[0]
+                if len(found) == len(layers) - 1:
+                    found[i] = hs
+                    raise _LayerReached(hs)
+                found[i] = tuple(h.clone() for h in hs)
+        return note
+
+    with contextlib.ExitStack() as stack:
+        for i, module in enumerate(layers):
+            stack.enter_context(_hooked(module, at_input, take(i)))
+        try:
+            call_model(model, xs, args)
+        except _LayerReached:
+            pass
+    if len(found) < len(layers):
+        raise AttrfxValueError("the layer did not run during the forward pass.")
+    return [found[i] for i in range(len(layers))]
+
+
 def forward_counting_runs(model: Callable, layer: nn.Module, xs: Sequence[Tensor],
                           args: tuple = ()) -> tuple[list[Activation], bool]:
     """``(runs, counted)``: the layer's output on each of its runs in one forward pass.
@@ -402,6 +440,39 @@ def _output_probed_pass(model: Callable, layers: Sequence[nn.Module], xs: Sequen
             stack.enter_context(_hooked(layer, False, edit(i)))
         output = call_model(model, xs, args)
     return runs, deltas, output
+
+
+def forward_with_replacement(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
+                             values: Sequence[Activation]) -> Any:
+    """The model output with each layer's output replaced by ``values[i]`` (a tensor per output tensor).
+
+    On plain autograd the pass records its graph from the first replacement on, as
+    :func:`forward_with_probe` does: nothing before it depends on ``values``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> out = forward_with_replacement(net, [net[1]], (torch.ones(4, 2),), (), [(torch.zeros(4, 3),)])
+        >>> torch.equal(out, net[2](torch.zeros(4, 3)))
+        True
+    """
+
+    def run(graph_from_probe: bool) -> Any:
+        record = _Recorder(graph_from_probe)
+
+        def replace(i: int) -> Callable[[Any], Any]:
+            def hook(value: Any) -> Any:
+                record.start()
+                return _packed(list(values[i]), _as_tensors(value, "output")[1])
+            return hook
+
+        with contextlib.ExitStack() as stack:
+            if graph_from_probe:
+                stack.enter_context(torch.no_grad())
+            for i, layer in enumerate(layers):
+                stack.enter_context(_hooked(layer, False, replace(i)))
+            return call_model(model, xs, args)
+
+    return _graph_from_first_probe(xs, run)
 
 
 class _GradModeSet(BaseException):

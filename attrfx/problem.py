@@ -323,7 +323,7 @@ def rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional_
                           deferrable=True, narrows=True)
 
 
-def gradient_under(rule_map: rules.RuleMap, p: NeuronProblem) -> Any:
-    """``∂n/∂x`` while ``rule_map`` overrides the model's nonlinearities."""
+def gradient_under(rule_map: rules.RuleMap, p: Union[NeuronProblem, OutputProblem]) -> Any:
+    """``∂n/∂x`` (or ``∂F/∂x``) while ``rule_map`` overrides the model's nonlinearities."""
     with rules.applied(p.model, rule_map):
         return p.result(p.input_grads(p.xs))

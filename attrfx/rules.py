@@ -16,7 +16,8 @@ thread that registered them.
 - :data:`DEEPLIFT_RESCALE`: the gradient becomes ``Δy/Δx`` against a baseline
   run. The model runs on ``[inputs; baselines]`` (``2N`` rows): the first half
   is the input, the second its reference. Where ``|Δx| < 1e-10`` the ordinary
-  gradient is kept (Captum's ``eps``). Supported, as in Captum: ReLU, ELU,
+  gradient is kept (Captum's ``eps``; :func:`deeplift_rescale` makes the map
+  for another). Supported, as in Captum: ReLU, ELU,
   LeakyReLU, Sigmoid, Tanh, Softplus, Softmax, MaxPool1d/2d/3d (exact types).
   Every other module — GELU, SiLU, ``F.relu`` called in ``forward`` — keeps its
   ordinary gradient, as in Captum; summation-to-delta then holds only where
@@ -279,7 +280,7 @@ def _scatter(g: Tensor, indices: Tensor, x: Tensor, dims: int) -> Tensor:
     return flat.reshape(lead + tuple(x.shape[-dims:]))
 
 
-def rescale(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def rescale(module: nn.Module, x: Tensor, y: Tensor, eps: float = EPS) -> Tensor:
     """DeepLift rescale for an elementwise nonlinearity: ``∂x = g·Δy/Δx`` (ordinary gradient where ``|Δx| < eps``).
 
     ``x`` and ``y`` hold ``[input; reference]`` rows (``2N``).
@@ -290,10 +291,10 @@ def rescale(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         >>> round(x.grad[0].item(), 6) == round((torch.sigmoid(torch.tensor(2.0)).item() - 0.5) / 2, 6)
         True
     """
-    return _Rescale.apply(x, y, EPS)
+    return _Rescale.apply(x, y, eps)
 
 
-def rescale_softmax(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def rescale_softmax(module: nn.Module, x: Tensor, y: Tensor, eps: float = EPS) -> Tensor:
     """DeepLift rescale for ``nn.Softmax``, minus each example's mean multiplier.
 
     Captum subtracts the mean over the whole batch, which couples examples;
@@ -301,10 +302,10 @@ def rescale_softmax(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     which equals Captum's for one example.
     """
     dim = module.dim if module.dim is not None else (0 if x.dim() in (0, 1, 3) else 1)
-    return _RescaleSoftmax.apply(x, y, dim, EPS)
+    return _RescaleSoftmax.apply(x, y, dim, eps)
 
 
-def rescale_maxpool(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def rescale_maxpool(module: nn.Module, x: Tensor, y: Tensor, eps: float = EPS) -> Tensor:
     """DeepLift rescale for ``nn.MaxPool1d/2d/3d``.
 
     ``Δ`` of each window's maximum, ``max(y, y_ref) − y_ref`` at the input's
@@ -320,16 +321,30 @@ def rescale_maxpool(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     with torch.no_grad():
         _, indices = pool(x.detach(), module.kernel_size, module.stride, module.padding, module.dilation,
                           module.ceil_mode, True)
-    return _RescaleMaxPool.apply(x, y, indices, dims, EPS)
+    return _RescaleMaxPool.apply(x, y, indices, dims, eps)
 
 
 GUIDED_BACKPROP = RuleMap("guided backpropagation", {nn.ReLU: guided_relu}, subclasses=True)
 DECONVOLUTION = RuleMap("deconvolution", {nn.ReLU: deconv_relu}, subclasses=True)
-DEEPLIFT_RESCALE = RuleMap("DeepLift rescale", {
-    nn.ReLU: rescale, nn.ELU: rescale, nn.LeakyReLU: rescale, nn.Sigmoid: rescale, nn.Tanh: rescale,
-    nn.Softplus: rescale, nn.Softmax: rescale_softmax,
-    nn.MaxPool1d: rescale_maxpool, nn.MaxPool2d: rescale_maxpool, nn.MaxPool3d: rescale_maxpool,
-}, single_use=True, reported=NONLINEAR)
+
+
+def deeplift_rescale(eps: float = EPS) -> RuleMap:
+    """The DeepLift rescale rules, keeping the ordinary gradient where ``|Δx| < eps`` (Captum's ``eps``).
+
+    Example:
+        >>> deeplift_rescale(1e-6).rule_for(nn.Tanh()).keywords
+        {'eps': 1e-06}
+    """
+    elementwise, softmax, pool = (functools.partial(rule, eps=eps) for rule in (rescale, rescale_softmax,
+                                                                                  rescale_maxpool))
+    return RuleMap("DeepLift rescale", {
+        nn.ReLU: elementwise, nn.ELU: elementwise, nn.LeakyReLU: elementwise, nn.Sigmoid: elementwise,
+        nn.Tanh: elementwise, nn.Softplus: elementwise, nn.Softmax: softmax,
+        nn.MaxPool1d: pool, nn.MaxPool2d: pool, nn.MaxPool3d: pool,
+    }, single_use=True, reported=NONLINEAR)
+
+
+DEEPLIFT_RESCALE = deeplift_rescale()
 
 
 # --- applying a rule map ------------------------------------------------------------------------
@@ -429,8 +444,9 @@ class applied:
         return rule(mod, kept.pop(), out) if kept else None
 
 
-def warn_uncovered(method: str, ruling: applied) -> None:
-    """Issue :class:`RuleCoverageWarning` from ``method`` if modules ran under ``ruling`` that its rules do not cover.
+def warn_uncovered(method: str, ruling: applied, explained: str = "neuron") -> None:
+    """Issue :class:`RuleCoverageWarning` from ``method`` if modules ran under ``ruling`` that its rules do not cover
+    (``explained``: what the attributions should sum the change of, "neuron" or "output").
 
     (``stacklevel`` points at the line that called the public method.)
     """
@@ -439,5 +455,6 @@ def warn_uncovered(method: str, ruling: applied) -> None:
         covered = ", ".join(kind.__name__ for kind in ruling.rules.rules)
         warnings.warn(f"{method}: {'modules' if len(names) > 1 else 'module'} {', '.join(names)} ran with no "
                       f"{ruling.rules.name} rule and kept the ordinary gradient, so the attributions need not sum to "
-                      f"the neuron's change (the rules cover {covered}); functional nonlinearities called in forward "
-                      f"(F.gelu, torch.softmax, ...) are neither seen nor rescaled.", RuleCoverageWarning, stacklevel=5)
+                      f"the {explained}'s change (the rules cover {covered}); functional nonlinearities called in "
+                      f"forward (F.gelu, torch.softmax, ...) are neither seen nor rescaled.", RuleCoverageWarning,
+                      stacklevel=5)

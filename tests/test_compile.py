@@ -27,15 +27,23 @@ CALLS = {
     "neuron_gradient_shap": lambda m: attrfx.neuron_gradient_shap(m, "act2", X, (2, 0, 1), X[:2] * 0.1,
                                                                   generator=torch.Generator().manual_seed(0)),
     "neuron_deeplift": lambda m: attrfx.neuron_deeplift(m, "fc", X, 2),
+    "layer_deeplift": lambda m: attrfx.layer_deeplift(m, "conv2", X, target=1, return_convergence_delta=True),
+    "layer_deeplift_shap": lambda m: attrfx.layer_deeplift_shap(m, m.pool, X, X[:2] * 0.5, target=3),
     "neuron_deeplift_shap": lambda m: attrfx.neuron_deeplift_shap(m, "act2", X, (1, 1, 1), X[:2] * 0.5),
     "neuron_guided_backprop": lambda m: attrfx.neuron_guided_backprop(m, m.conv2, X, (1, 1, 1)),
     "neuron_deconvolution": lambda m: attrfx.neuron_deconvolution(m, "fc", X, 3),
     "neuron_feature_ablation": lambda m: attrfx.neuron_feature_ablation(m, "conv2", X, (0, 2, 2),
                                                                         perturbations_per_eval=16),
     "layer_gradient_x_activation": lambda m: attrfx.layer_gradient_x_activation(m, ["conv1", m.act2], X, target=0),
+    "layer_lrp": lambda m: attrfx.layer_lrp(m, "conv2", X, target=2, rules={"act2": ("identity", {})}),
     "layer_gradcam": lambda m: attrfx.layer_gradcam(m, "conv2", X, target=3),
     "layer_conductance": lambda m: attrfx.layer_conductance(m, "pool", X, target=2, n_steps=5,
                                                             return_convergence_delta=True),
+    "layer_activation": lambda m: attrfx.layer_activation(m, ["conv1", m.act2], X),
+    "layer_gradient_shap": lambda m: attrfx.layer_gradient_shap(m, "act2", X, X[:2] * 0.1, target=1,
+                                                                generator=torch.Generator().manual_seed(0)),
+    "layer_integrated_gradients": lambda m: attrfx.layer_integrated_gradients(m, "conv2", X, target=2, n_steps=5,
+                                                                              return_convergence_delta=True),
 }
 
 

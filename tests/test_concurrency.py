@@ -46,15 +46,25 @@ CONV_CALLS = {
     "neuron_gradient_shap": lambda m: attrfx.neuron_gradient_shap(m, "act2", CONV_X, (2, 0, 1), CONV_X[:2] * 0.1,
                                                                   generator=torch.Generator().manual_seed(0)),
     "neuron_deeplift": lambda m: attrfx.neuron_deeplift(m, "fc", CONV_X, 2),
+    "layer_deeplift": lambda m: attrfx.layer_deeplift(m, "conv2", CONV_X, baselines=0.1, target=1,
+                                                      return_convergence_delta=True),
+    "layer_deeplift_shap": lambda m: attrfx.layer_deeplift_shap(m, "pool", CONV_X, CONV_X[:2] * 0.5, target=[0, 3, 2]),
     "neuron_deeplift_shap": lambda m: attrfx.neuron_deeplift_shap(m, "act2", CONV_X, (1, 1, 1), CONV_X[:2] * 0.5),
     "neuron_guided_backprop": lambda m: attrfx.neuron_guided_backprop(m, "conv2", CONV_X, (1, 1, 1)),
     "neuron_deconvolution": lambda m: attrfx.neuron_deconvolution(m, "fc", CONV_X, 3),
     "neuron_feature_ablation": lambda m: attrfx.neuron_feature_ablation(m, "conv2", CONV_X, (0, 2, 2),
                                                                         perturbations_per_eval=32),
     "layer_gradient_x_activation": lambda m: attrfx.layer_gradient_x_activation(m, ["conv1", "act2"], CONV_X, target=0),
+    "layer_lrp": lambda m: attrfx.layer_lrp(m, "conv2", CONV_X, target=1, attribute_to_layer_input=True,
+                                            rules={"act2": ("identity", {}), nn.Conv2d: ("gamma", {"gamma": 0.5})}),
     "layer_gradcam": lambda m: attrfx.layer_gradcam(m, "conv2", CONV_X, target=3),
     "layer_conductance": lambda m: attrfx.layer_conductance(m, "pool", CONV_X, target=2, n_steps=6,
                                                             return_convergence_delta=True),
+    "layer_activation": lambda m: attrfx.layer_activation(m, ["relu1", "act2"], CONV_X),
+    "layer_gradient_shap": lambda m: attrfx.layer_gradient_shap(m, "pool", CONV_X, CONV_X[:2] * 0.1, target=1,
+                                                                generator=torch.Generator().manual_seed(0)),
+    "layer_integrated_gradients": lambda m: attrfx.layer_integrated_gradients(m, "conv2", CONV_X, target=1, n_steps=6,
+                                                                              internal_batch_size=9),
 }
 
 NORMED_CALLS = {
@@ -69,8 +79,12 @@ NORMED_CALLS = {
 # Four different methods per run; every method appears, rule-based next to plain-gradient ones.
 CONV_GROUPS = [
     ["neuron_gradient", "neuron_guided_backprop", "neuron_deeplift", "layer_conductance"],
+    ["layer_deeplift", "neuron_gradient", "layer_deeplift_shap", "layer_gradcam"],
     ["neuron_integrated_gradients", "neuron_deconvolution", "layer_gradcam", "neuron_deeplift_shap"],
     ["neuron_conductance", "neuron_gradient_shap", "neuron_feature_ablation", "layer_gradient_x_activation"],
+    ["layer_activation", "layer_gradient_shap", "neuron_gradient", "layer_gradcam"],
+    ["layer_integrated_gradients", "neuron_deeplift", "layer_conductance", "neuron_gradient"],
+    ["layer_lrp", "neuron_gradient", "layer_gradcam", "neuron_deeplift"],
 ]
 NORMED_GROUPS = [
     ["neuron_gradient", "neuron_guided_backprop", "layer_conductance", "layer_gradient_x_activation"],

@@ -11,6 +11,10 @@ from typing import Callable, NamedTuple, Union
 
 import pytest
 import torch
+from captum.attr import LayerActivation, LayerGradientShap
+from captum.attr import LayerIntegratedGradients
+from captum.attr import LayerLRP
+from captum.attr import LayerDeepLift, LayerDeepLiftShap
 from captum.attr import (LayerAttribution, LayerConductance, LayerGradCam, LayerGradientXActivation,
                          NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
                          NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
@@ -123,12 +127,25 @@ class Layer(NamedTuple):
 
 
 LAYER = {
+    "layer_deeplift": Layer(conv, "conv2", LayerDeepLift, lambda x: dict(
+        baselines=0.3 * randn(3, 2, 8, 8, seed=4).to(x.device), target=[2, 0, 1], return_convergence_delta=True)),
+    "layer_deeplift_shap": Layer(conv, "pool", LayerDeepLiftShap, lambda x: dict(
+        baselines=randn(4, 2, 8, 8, seed=9).to(x.device), target=[0, 3, 1])),
     "layer_gradient_x_activation": Layer(conv, ["relu1", "conv2"], LayerGradientXActivation,
                                          lambda x: dict(target=[0, 3, 1])),
+    "layer_lrp": Layer(mlp, "fc2", LayerLRP, lambda x: dict(target=[0, 2, 1, 0], attribute_to_layer_input=True,
+                                                           return_convergence_delta=True)),
     "layer_gradcam": Layer(conv, "conv2", LayerGradCam, lambda x: dict(target=[0, 3, 1], relu_attributions=True)),
     "layer_conductance": Layer(conv, "act2", LayerConductance, lambda x: dict(
         baselines=0.1 * randn(3, 2, 8, 8, seed=4).to(x.device), target=1, n_steps=6, method="gausslegendre",
         return_convergence_delta=True)),
+    "layer_activation": Layer(conv, ["relu1", "pool"], LayerActivation, lambda x: {}),
+    "layer_gradient_shap": Layer(linear, "0", LayerGradientShap, lambda x: dict(   # one baseline row: exact
+        baselines=randn(1, 5, seed=7).repeat(4, 1).to(x.device), target=[1, 0, 1], n_samples=3,
+        return_convergence_delta=True)),
+    "layer_integrated_gradients": Layer(conv, "conv2", LayerIntegratedGradients, lambda x: dict(
+        baselines=0.1 * randn(1, 2, 8, 8, seed=4).to(x.device), target=[2, 0, 1], n_steps=6,
+        method="riemann_middle", internal_batch_size=7)),
 }
 
 

@@ -197,10 +197,27 @@ VALID = {  # a valid call of each method: (arguments after the model, keyword ar
     "neuron_deeplift_shap": lambda: (("fc2", MLP_X, 1, randn(3, 5, seed=2)), {}),
     "neuron_guided_backprop": lambda: (("fc2", MLP_X, 1), {}),
     "neuron_deconvolution": lambda: (("fc2", MLP_X, 1), {}),
+    "deeplift": lambda: ((MLP_X,), {"target": 0}),
+    "deeplift_shap": lambda: ((MLP_X, randn(3, 5, seed=2)), {"target": 0}),
+    "layer_deeplift": lambda: (("fc2", MLP_X), {"target": 0}),
+    "layer_deeplift_shap": lambda: (("fc2", MLP_X, randn(3, 5, seed=2)), {"target": 0}),
+    "guided_backprop": lambda: ((MLP_X,), {"target": 0}),
+    "deconvolution": lambda: ((MLP_X,), {"target": 0}),
+    "guided_gradcam": lambda: (("act2", MLP_X), {"target": 0}),
     "neuron_feature_ablation": lambda: (("fc2", MLP_X, 1), {}),
     "layer_gradient_x_activation": lambda: (("fc2", MLP_X), {"target": 0}),
     "layer_gradcam": lambda: (("fc2", MLP_X), {"target": 0}),
     "layer_conductance": lambda: (("fc2", MLP_X), {"target": 0, "n_steps": 4}),
+    "saliency": lambda: ((MLP_X,), {"target": 0}),
+    "input_x_gradient": lambda: ((MLP_X,), {"target": 0}),
+    "layer_activation": lambda: (("fc2", MLP_X), {}),
+    "gradient_shap": lambda: ((MLP_X, randn(3, 5, seed=2)), {"target": 0, "generator": gen()}),
+    "layer_gradient_shap": lambda: (("fc2", MLP_X, randn(3, 5, seed=2)), {"target": 0, "generator": gen()}),
+    "lrp": lambda: ((MLP_X,), {"target": 0, "rules": {"fc1": ("gamma", {"gamma": 0.5})}}),
+    "layer_lrp": lambda: (("fc2", MLP_X), {"target": 0}),
+    "integrated_gradients": lambda: ((MLP_X,), {"target": 0, "n_steps": 4}),
+    "layer_integrated_gradients": lambda: (("fc2", MLP_X), {"target": 0, "n_steps": 4}),
+    "internal_influence": lambda: (("fc2", MLP_X), {"target": 0, "n_steps": 4}),
 }
 COUNT_VALUES = {"n_steps": 4, "internal_batch_size": 8, "n_samples": 3, "perturbations_per_eval": 2, "max_steps": 64}
 
@@ -227,7 +244,7 @@ COUNT_CASES = [(name, count) for name in sorted(VALID) for count in counts_of(na
 
 
 def test_every_method_with_a_model_has_a_valid_call():
-    methods = {n for n in attrfx.__all__ if inspect.isfunction(getattr(attrfx, n))} - {"interpolate"}
+    methods = {n for n in attrfx.__all__ if inspect.isfunction(getattr(attrfx, n))} - {"interpolate", "noise_tunnel"}
     assert set(VALID) == methods
 
 

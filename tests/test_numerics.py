@@ -37,6 +37,9 @@ ALL = {
     "neuron_gradient_shap": lambda m, x, at=AT, **kw: attrfx.neuron_gradient_shap(
         m, at[0], x, at[1], kw.pop("baselines", ZEROS).to(x.dtype), generator=torch.Generator().manual_seed(0), **kw),
     "neuron_deeplift": lambda m, x, at=AT, **kw: attrfx.neuron_deeplift(m, at[0], x, at[1], **kw),
+    "layer_deeplift": lambda m, x, at=AT, **kw: attrfx.layer_deeplift(m, at[0], x, target=2, **kw),
+    "layer_deeplift_shap": lambda m, x, at=AT, **kw: attrfx.layer_deeplift_shap(
+        m, at[0], x, kw.pop("baselines", ZEROS).to(x.dtype), target=2, **kw),
     "neuron_deeplift_shap": lambda m, x, at=AT, **kw: attrfx.neuron_deeplift_shap(
         m, at[0], x, at[1], kw.pop("baselines", ZEROS).to(x.dtype), **kw),
     "neuron_guided_backprop": lambda m, x, at=AT, **kw: attrfx.neuron_guided_backprop(m, at[0], x, at[1], **kw),
@@ -45,9 +48,18 @@ ALL = {
     "layer_gradient_x_activation": lambda m, x, at=AT, **kw: attrfx.layer_gradient_x_activation(
         m, at[0], x, target=2, **kw),
     "layer_gradcam": lambda m, x, at=AT, **kw: attrfx.layer_gradcam(m, at[0], x, target=2, **kw),
+    "layer_lrp": lambda m, x, at=AT, **kw: attrfx.layer_lrp(m, at[0], x, target=2,  # (ConvNet's Softplus: through)
+                                                        rules={nn.Softplus: ("identity", {})}, **kw),
     "layer_conductance": lambda m, x, at=AT, **kw: attrfx.layer_conductance(m, at[0], x, target=2, n_steps=6, **kw),
+    "layer_activation": lambda m, x, at=AT, **kw: attrfx.layer_activation(m, at[0], x, **kw),
+    "layer_gradient_shap": lambda m, x, at=AT, **kw: attrfx.layer_gradient_shap(
+        m, at[0], x, kw.pop("baselines", ZEROS).to(x.dtype), target=2, generator=torch.Generator().manual_seed(0),
+        **kw),
+    "layer_integrated_gradients": lambda m, x, at=AT, **kw: attrfx.layer_integrated_gradients(
+        m, at[0], x, target=2, n_steps=6, **kw),
 }
-SAMPLED = "neuron_gradient_shap"  # draws depend on the dtype: compared only where the sample cannot matter
+SAMPLED = ("neuron_gradient_shap", "layer_gradient_shap")  # draws depend on the dtype: compared only where the
+#                                                              sample cannot matter
 TAKES_BASELINES = ["neuron_integrated_gradients", "neuron_conductance", "neuron_deeplift", "neuron_feature_ablation",
                    "layer_conductance"]
 
@@ -160,7 +172,7 @@ def test_bfloat16_runs_and_is_close_to_float32(name):
     for a, b in zip(axioms._flat(ours), axioms._flat(reference)):
         assert a.dtype == torch.bfloat16 and a.shape == b.shape
         assert torch.isfinite(a).all()
-        if name == SAMPLED:
+        if name in SAMPLED:
             continue
         scale = float(b.abs().max()) + 1e-3
         assert float((a.float() - b).abs().max()) <= 0.1 * scale, "bfloat16 far from float32"
@@ -173,7 +185,7 @@ def test_float64_and_float32_agree(name):
     single = ALL[name](seeded(MLP, dtype=torch.float32), x.to(torch.float32))
     for a, b in zip(axioms._flat(ours), axioms._flat(single)):
         assert a.dtype == torch.float64 and b.dtype == torch.float32
-        if name == SAMPLED:
+        if name in SAMPLED:
             continue
         torch.testing.assert_close(a.float(), b, rtol=1e-4, atol=1e-5)
 

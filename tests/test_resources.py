@@ -43,6 +43,11 @@ CALLS = {
         m, "act", x, (slice(0, 3),), baselines=b, target=t, n_steps=4, additional_forward_args=s),
     "neuron_gradient_shap": lambda m, x, b, t, s: attrfx.neuron_gradient_shap(
         m, "act", x, 1, b, n_samples=3, stdevs=0.1, additional_forward_args=s, generator=torch.Generator()),
+    "layer_deeplift": lambda m, x, b, t, s: attrfx.layer_deeplift(m, "act", x, baselines=b, target=t,
+                                                                  return_convergence_delta=True,
+                                                                  additional_forward_args=s),
+    "layer_deeplift_shap": lambda m, x, b, t, s: attrfx.layer_deeplift_shap(m, "fc", x, b.expand(2, 3), target=t,
+                                                                            additional_forward_args=s),
     "neuron_deeplift": lambda m, x, b, t, s: attrfx.neuron_deeplift(m, "act", x, 1, baselines=b,
                                                                     additional_forward_args=s),
     "neuron_deeplift_shap": lambda m, x, b, t, s: attrfx.neuron_deeplift_shap(m, "act", x, 1, b.expand(2, 3),
@@ -55,9 +60,18 @@ CALLS = {
         m, "act", x, 1, baselines=b, perturbations_per_eval=2, additional_forward_args=s),
     "layer_gradient_x_activation": lambda m, x, b, t, s: attrfx.layer_gradient_x_activation(
         m, ["fc", "act"], x, target=t, additional_forward_args=s),
+    "layer_lrp": lambda m, x, b, t, s: attrfx.layer_lrp(m, "act", x, target=t, additional_forward_args=s,
+                                                        return_convergence_delta=True),
     "layer_gradcam": lambda m, x, b, t, s: attrfx.layer_gradcam(m, "act", x, target=t, additional_forward_args=s),
     "layer_conductance": lambda m, x, b, t, s: attrfx.layer_conductance(
         m, "act", x, baselines=b, target=t, n_steps=4, return_convergence_delta=True, additional_forward_args=s),
+    "layer_activation": lambda m, x, b, t, s: attrfx.layer_activation(m, ["fc", "act"], x, additional_forward_args=s),
+    "layer_gradient_shap": lambda m, x, b, t, s: attrfx.layer_gradient_shap(
+        m, "act", x, b.expand(2, 3), n_samples=3, stdevs=0.1, target=t, additional_forward_args=s,
+        generator=torch.Generator()),
+    "layer_integrated_gradients": lambda m, x, b, t, s: attrfx.layer_integrated_gradients(
+        m, "act", x, baselines=b, target=t, n_steps=4, internal_batch_size=4, return_convergence_delta=True,
+        additional_forward_args=s),
 }
 
 

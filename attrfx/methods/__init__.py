@@ -3,13 +3,16 @@
 A method is *what is explained* (an output via ``target``, or a neuron via
 ``selector``) × *where it lands* (the inputs, or a layer) × *how*:
 
-- :mod:`~attrfx.methods.gradient` — plain gradients;
-- :mod:`~attrfx.methods.integrated` — integrated gradients (path integrals of gradients);
+- :mod:`~attrfx.methods.gradient` — plain gradients (saliency, input × gradient, gradient × activation,
+  Grad-CAM, the activation itself);
+- :mod:`~attrfx.methods.integrated` — integrated gradients and internal influence (path integrals of gradients);
 - :mod:`~attrfx.methods.conductance` — conductance (path integrals through a layer);
 - :mod:`~attrfx.methods.shap` — GradientSHAP (expected gradients over noise and baselines);
-- :mod:`~attrfx.methods.deeplift` — DeepLift and DeepLiftSHAP (the rescale rule);
-- :mod:`~attrfx.methods.guided` — guided backpropagation and deconvolution (ReLU rules);
-- :mod:`~attrfx.methods.ablation` — feature ablation (perturbation, no gradients).
+- :mod:`~attrfx.methods.rescale` — DeepLift and DeepLiftSHAP (the rescale rule);
+- :mod:`~attrfx.methods.guided` — guided backpropagation, deconvolution, guided Grad-CAM (ReLU rules);
+- :mod:`~attrfx.methods.relevance` — LRP (relevance rules, :mod:`attrfx.propagation`);
+- :mod:`~attrfx.methods.ablation` — feature ablation (perturbation, no gradients);
+- :mod:`~attrfx.methods.tunnel` — the noise tunnel over any of them.
 
 Every form of a *how* calls the same kernel; what differs is the problem it is given
 (:mod:`attrfx.problem`). All methods are importable from the package root.
@@ -17,11 +20,14 @@ Every form of a *how* calls the same kernel; what differs is the problem it is g
 
 from .ablation import neuron_feature_ablation
 from .conductance import layer_conductance, neuron_conductance
-from .deeplift import neuron_deeplift, neuron_deeplift_shap
-from .gradient import interpolate, layer_gradcam, layer_gradient_x_activation, neuron_gradient
-from .guided import neuron_deconvolution, neuron_guided_backprop
-from .integrated import neuron_integrated_gradients
-from .shap import neuron_gradient_shap
+from .gradient import (input_x_gradient, interpolate, layer_activation, layer_gradcam, layer_gradient_x_activation,
+                       neuron_gradient, saliency)
+from .guided import deconvolution, guided_backprop, guided_gradcam, neuron_deconvolution, neuron_guided_backprop
+from .integrated import integrated_gradients, internal_influence, layer_integrated_gradients, neuron_integrated_gradients
+from .relevance import layer_lrp, lrp
+from .rescale import deeplift, deeplift_shap, layer_deeplift, layer_deeplift_shap, neuron_deeplift, neuron_deeplift_shap
+from .shap import gradient_shap, layer_gradient_shap, neuron_gradient_shap
+from .tunnel import noise_tunnel
 
 __all__ = sorted(name for name, value in list(globals().items())
                  if callable(value) and getattr(value, "__module__", "").startswith(__name__ + "."))

@@ -1,4 +1,5 @@
-"""Plain gradients: ``∂n/∂x`` of a neuron, ``∂F/∂h`` at a layer (times the activation, or Grad-CAM's channel weights).
+"""Plain gradients: ``∂F/∂x`` of an output, ``∂n/∂x`` of a neuron, ``∂F/∂h`` at a layer (times the activation, or
+Grad-CAM's channel weights); and the layer's activation itself, which needs no gradient.
 """
 
 from __future__ import annotations
@@ -11,7 +12,64 @@ from torch import Tensor, nn  # noqa: F401
 
 from .._api import public
 from .._errors import AttrfxValueError, bad_value
-from ..problem import as_layer_result, layer_problem, neuron_problem
+from ..inputs import as_tuple, format_args
+from ..probe import forward_to_layers, inspect, resolve_layer
+from ..problem import as_layer_result, layer_problem, neuron_problem, output_problem
+
+
+@public
+def saliency(model, inputs, *, target=None, abs=True, additional_forward_args=None):
+    """Saliency: the gradient of a model output with respect to the inputs, ``|∂F/∂x|`` (or ``∂F/∂x``).
+
+    Captum: ``Saliency``.
+
+    Args:
+        model: an ``nn.Module`` or forward function.
+        inputs: a tensor or tuple of tensors, dim 0 = examples.
+        target: which output to explain: None, int, tuple, tensor or list, or a callable from the model
+            output to one value per row (see :mod:`attrfx.selectors`).
+        abs: the gradient's absolute value (True) or the signed gradient (False).
+        additional_forward_args: extra arguments passed to ``model`` after the inputs.
+
+    Returns:
+        Gradients shaped like ``inputs``.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> torch.equal(saliency(net, torch.randn(4, 3), target=1), net.weight[1].abs().expand(4, 3))
+        True
+
+    References:
+        Simonyan et al., "Deep Inside Convolutional Networks", 2013.
+    """
+    p = output_problem(model, inputs, target, additional_forward_args)
+    grads = p.input_grads(p.xs)
+    return p.result(tuple(g.abs() for g in grads) if abs else grads)
+
+
+@public
+def input_x_gradient(model, inputs, *, target=None, additional_forward_args=None):
+    """Input times gradient: ``x · ∂F/∂x``.
+
+    Captum: ``InputXGradient``.
+
+    Args:
+        Arguments as in :func:`saliency`.
+
+    Returns:
+        Attributions shaped like ``inputs``.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> x = torch.randn(4, 3)
+        >>> torch.equal(input_x_gradient(net, x, target=0), x * net.weight[0])
+        True
+
+    References:
+        Shrikumar et al., "Not Just a Black Box", 2016.
+    """
+    p = output_problem(model, inputs, target, additional_forward_args)
+    return p.result(tuple(g * x for g, x in zip(p.input_grads(p.xs), p.xs)))
 
 
 @public
@@ -80,6 +138,41 @@ def layer_gradient_x_activation(model, layer, inputs, *, target=None, additional
     acts, grads = p.grads(p.xs)
     results = [as_layer_result([g * h if multiply_by_inputs else g for g, h in zip(gs, hs)])
                for gs, hs in zip(grads, acts)]
+    return results if many else results[0]
+
+
+@public
+def layer_activation(model, layer, inputs, *, additional_forward_args=None, attribute_to_layer_input=False):
+    """The layer's activation ``h(x)`` (its output, or its input), for one layer or a list of layers.
+
+    No gradient is taken; the forward pass stops once the (last) layer has run.
+    Captum: ``LayerActivation``.
+
+    Args:
+        model: an ``nn.Module`` or forward function.
+        layer: a module, its dotted name, or a list of these (then the result is a list).
+        inputs: a tensor or tuple of tensors, dim 0 = examples (any dtype: token ids too).
+        additional_forward_args: extra arguments passed to ``model`` after the inputs.
+        attribute_to_layer_input: the layer's input (as the layer receives it) instead of its output.
+
+    Returns:
+        The activation (a tuple for a layer of several tensors; a list for a list of layers).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> x = torch.randn(5, 3)
+        >>> torch.equal(layer_activation(net, "1", x), net[1](net[0](x)))
+        True
+    """
+    many = isinstance(layer, list)
+    if many and not layer:
+        raise bad_value("layer", "a layer or a non-empty list of layers", "an empty list")
+    modules = [resolve_layer(model, one) for one in (layer if many else [layer])]
+    xs, _ = as_tuple(inputs)
+    args = format_args(additional_forward_args)
+    inspect(model, modules, xs, args, at_input=attribute_to_layer_input, empty=True)  # each layer runs once
+    acts = forward_to_layers(model, modules, xs, args, at_input=attribute_to_layer_input)
+    results = [as_layer_result(hs) for hs in acts]
     return results if many else results[0]
 
 
