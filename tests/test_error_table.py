@@ -94,6 +94,13 @@ CALLS = {
         (V, lambda: attrfx.neuron_integrated_gradients(
             torch.nn.Sequential(torch.nn.Linear(4, 7), torch.nn.ReLU()).double().eval(), "1", randn(2, 4),
             lambda h: h[torch.arange(2), torch.tensor([1, 2])], n_steps=14)),
+    "LRP on a module type without a rule":
+        (T, lambda: attrfx.lrp(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                                   torch.nn.Linear(3, 2)).double().eval(), randn(2, 4), target=1)),
+    "integer inputs for integrated gradients":
+        (V, lambda: attrfx.integrated_gradients(_tokens(), torch.ones(2, 4, dtype=torch.long), target=0)),
+    "unknown noise tunnel type":
+        (V, lambda: attrfx.noise_tunnel(attrfx.saliency, seeded(MLP), randn(2, 5), target=1, nt_type="smooth")),
     "model that is not a model":
         (T, lambda: attrfx.layer_conductance("net", "fc2", randn(4, 5), target=0)),
     "integer inputs for a path method":
