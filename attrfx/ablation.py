@@ -5,9 +5,15 @@ Primitives:
 - :func:`feature_masks` — one integer mask per input (feature ids, shared
   across inputs: an id present in several inputs ablates all of them at once);
   ``None`` gives every element of every input its own id;
-- :func:`ablate` — attributions ``(f(x) − f(x with feature j ablated))`` spread
-  over each feature's elements, evaluating ``perturbations_per_eval`` ablations
-  per forward pass (stacked along dim 0), with no gradients recorded;
+- :func:`feature_groups`, :func:`coalition_keeps`, :func:`kept_points` — features
+  renumbered ``0 .. G−1``; a batch of coalitions (which features keep the input,
+  the rest take the baseline) as the points the model sees;
+- :func:`perturbed_values` — the model at many perturbations, ``perturbations_per_eval``
+  per forward pass (stacked along dim 0), with no gradients recorded; every
+  perturbation method evaluates through it;
+- :func:`spread` — a value per feature given to each of its elements;
+- :func:`ablate` — attributions ``(f(x) − f(x with feature j ablated))``, spread
+  over each feature's elements;
 - :func:`linear_ablation` — the same without a pass per feature, for neurons
   ``φ(x W[rows]ᵀ + b[rows])`` of a Linear that reads an input as it is
   (``φ`` elementwise): ablating a group shifts the pre-activation by
@@ -67,13 +73,98 @@ def feature_masks(feature_mask: Any, xs: Sequence[Tensor]) -> tuple[Tensor, ...]
     return tuple(out)
 
 
+def feature_groups(masks: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The feature ids present in ``masks`` (sorted) and each mask renumbered ``0 .. G−1`` in that order.
+
+    Example:
+        >>> ids, groups = feature_groups((torch.tensor([[5, 7]]), torch.tensor([[7]])))
+        >>> ids.tolist(), [g.tolist() for g in groups]
+        ([5, 7], [[[0, 1]], [[1]]])
+    """
+    ids, inverse = torch.unique(torch.cat([m.flatten() for m in masks]), return_inverse=True)
+    return ids, tuple(g.reshape(m.shape) for g, m in zip(inverse.split([m.numel() for m in masks]), masks))
+
+
+def coalition_keeps(groups: Sequence[Tensor], present: Tensor) -> tuple[Tensor, ...]:
+    """Which elements keep their input value in each of ``P`` coalitions: ``[P, 1|N, ...]`` per input.
+
+    ``present`` is ``[P, G]`` (the same coalitions for every example) or ``[P, N, G]`` (per example), True where
+    feature ``g`` is in the coalition; ``groups`` are masks numbered ``0 .. G−1`` (:func:`feature_groups`).
+
+    Example:
+        >>> present = torch.tensor([[True, False], [False, True]])
+        >>> [k.tolist() for k in coalition_keeps((torch.tensor([[0, 1, 1]]),), present)]
+        [[[[True, False, False]], [[False, True, True]]]]
+    """
+    p = present.shape[0]
+    if present.dim() == 2:
+        return tuple(present[:, g.flatten()].reshape((p,) + tuple(g.shape)) for g in groups)
+    n = present.shape[1]
+    keeps = []
+    for g in groups:
+        index = g.expand((n,) + tuple(g.shape[1:])).reshape(1, n, -1).expand(p, -1, -1)
+        keeps.append(present.gather(2, index).reshape((p, n) + tuple(g.shape[1:])))
+    return tuple(keeps)
+
+
+def kept_points(xs: Sequence[Tensor], bs: Sequence[Tensor], keeps: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """``x`` where kept, the baseline elsewhere, for ``P`` perturbations stacked along dim 0: ``[P·N, ...]``.
+
+    Example:
+        >>> kept_points((torch.ones(1, 3),), (torch.zeros(()),), (torch.tensor([[[True, False, True]]]),))
+        (tensor([[1., 0., 1.]]),)
+    """
+    n = xs[0].shape[0]
+    return tuple(torch.where(k, x, b).reshape((k.shape[0] * n,) + tuple(x.shape[1:]))
+                 for k, b, x in zip(keeps, bs, xs))
+
+
+def perturbed_values(values: Callable[..., Tensor], points_of: Callable[[int, int], tuple[Tensor, ...]],
+                     count: int, args: tuple, n_examples: int, perturbations_per_eval: int = 1) -> Tensor:
+    """``values`` at ``count`` perturbations of an ``N``-example batch, ``perturbations_per_eval`` per call: ``[count,
+    K, N]``.
+
+    ``points_of(start, stop)`` gives perturbations ``start .. stop−1`` stacked along dim 0 (``[P·N, ...]`` per
+    input); ``values(*points, *args) → [K, P·N]``, with per-example ``args`` repeated to match. No gradients.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0]])
+        >>> points = lambda start, stop: (torch.cat([x * k for k in range(start, stop)]),)
+        >>> perturbed_values(lambda v: v.sum(1)[None], points, 3, (), 1, perturbations_per_eval=2).flatten().tolist()
+        [0.0, 3.0, 6.0]
+    """
+    out = []
+    with torch.no_grad():
+        for start in range(0, count, perturbations_per_eval):
+            stop = min(start + perturbations_per_eval, count)
+            p = stop - start
+            v = values(*points_of(start, stop), *repeat_args(args, n_examples, p))
+            out.append(v.reshape(v.shape[0], p, n_examples).transpose(0, 1))
+    return torch.cat(out)
+
+
+def spread(per_group: Tensor, groups: Sequence[Tensor], xs: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Every element of each input gets its group's value: ``[K, N, G]`` → ``[K, N, ...]`` per input.
+
+    Example:
+        >>> spread(torch.tensor([[[10.0, 20.0]]]), (torch.tensor([[1, 0, 1]]),), (torch.zeros(1, 3),))
+        (tensor([[[20., 10., 20.]]]),)
+    """
+    k, n = per_group.shape[:2]
+    out = []
+    for g, x in zip(groups, xs):
+        index = torch.broadcast_to(g, (n,) + tuple(x.shape[1:])).reshape(1, n, -1).expand(k, -1, -1)
+        out.append(per_group.gather(2, index).reshape((k,) + tuple(x.shape)))
+    return tuple(out)
+
+
 def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor],
            args: tuple, perturbations_per_eval: int = 1) -> tuple[Tensor, ...]:
     """Ablation attributions ``[K, N, ...]`` for ``values(*xs, *args) → [K, N]``.
 
-    Element ``i`` of input ``t`` gets ``v(x) − v(x with feature mₜ[i] set to the baseline)``.
-    ``perturbations_per_eval`` features are ablated per call of ``values``, on
-    ``P`` stacked copies of the batch (per-example ``args`` repeated to match).
+    Element ``i`` of input ``t`` gets ``v(x) − v(x with feature mₜ[i] set to the baseline)``:
+    :func:`perturbed_values` over the coalitions "every feature but one", one forward pass for ``x`` and one
+    per ``perturbations_per_eval`` features.
 
     Example:
         >>> f = lambda x: (x ** 2).sum(1, keepdim=True).T
@@ -82,19 +173,17 @@ def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Ten
     """
     check_count("perturbations_per_eval", perturbations_per_eval)
     n = xs[0].shape[0]
-    initial = values(*xs, *args)
-    totals = [torch.zeros(initial.shape + tuple(x.shape[1:]), dtype=initial.dtype, device=x.device) for x in xs]
-    ids = torch.unique(torch.cat([m.flatten() for m in masks]))
-    for chunk in ids.split(perturbations_per_eval):
-        p = chunk.shape[0]
-        hits = [m.unsqueeze(0) == chunk.reshape((p,) + (1,) * m.dim()) for m in masks]   # [P, 1|N, ...]
-        points = tuple(torch.where(h, b, x).reshape((p * n,) + tuple(x.shape[1:]))
-                       for h, b, x in zip(hits, bs, xs))
-        drop = initial.unsqueeze(1) - values(*points, *repeat_args(args, n, p)).reshape(initial.shape[0], p, n)
-        for total, h, x in zip(totals, hits, xs):
-            weight = h.to(initial.dtype).expand((p, n) + tuple(x.shape[1:]))
-            total += torch.einsum("kpn,pn...->kn...", drop, weight)
-    return tuple(totals)
+    ids, groups = feature_groups(masks)
+    every = torch.arange(ids.numel(), device=ids.device)
+
+    def all_but(start: int, stop: int) -> tuple[Tensor, ...]:
+        present = every[start:stop, None] != every[None, :]
+        return kept_points(xs, bs, coalition_keeps(groups, present))
+
+    with torch.no_grad():
+        initial = values(*xs, *args)
+    drops = initial[None] - perturbed_values(values, all_but, ids.numel(), args, n, perturbations_per_eval)
+    return spread(drops.permute(1, 2, 0), groups, xs)
 
 
 LINEAR_ABLATION_ELEMENTS = 1 << 24
@@ -158,8 +247,7 @@ def linear_ablation(path: Sequence[nn.Module], only: LinearRows, neurons: Sequen
     linear, rows = only
     x, k = xs[fed], len(neurons)
     n = x.shape[0]
-    ids, groups = torch.unique(torch.cat([m.flatten() for m in masks]), return_inverse=True)
-    groups = [g.reshape(m.shape) for g, m in zip(groups.split([m.numel() for m in masks]), masks)]
+    ids, groups = feature_groups(masks)
     with torch.no_grad():
         weight = linear.weight[rows]  # [R, D]
         bias = None if linear.bias is None else linear.bias[rows]
@@ -172,12 +260,7 @@ def linear_ablation(path: Sequence[nn.Module], only: LinearRows, neurons: Sequen
         flat = (h.reshape(-1, rows.numel()),)
         values = torch.stack([neuron(flat) for neuron in _narrowed(neurons, rows, linear.out_features)])
         drops = values.reshape(k, n, -1)[:, :, :1] - values.reshape(k, n, -1)[:, :, 1:]  # [K, N, G]
-
-    def spread(group: Tensor, xt: Tensor) -> Tensor:  # every element gets its group's drop
-        index = torch.broadcast_to(group, (n,) + tuple(xt.shape[1:])).reshape(1, n, -1).expand(k, -1, -1)
-        return drops.gather(2, index).reshape((k,) + tuple(xt.shape))
-
-    return tuple(spread(g, xt) for g, xt in zip(groups, xs))
+    return spread(drops, groups, xs)
 
 
 def _narrowed(neurons: Sequence[Neuron], rows: Tensor, size: int) -> list[IndexNeuron]:
