@@ -143,6 +143,24 @@ def perturbed_values(values: Callable[..., Tensor], points_of: Callable[[int, in
     return torch.cat(out)
 
 
+PERTURBED_ELEMENTS = 1 << 22
+"""When attrfx chooses how many perturbations share a forward pass, at most this many input elements go in one."""
+
+
+def perturbations_per_pass(perturbations_per_eval: Optional[int], xs: Sequence[Tensor], count: int) -> int:
+    """How many of ``count`` perturbations share one forward pass: the user's ``perturbations_per_eval``, or for
+    None as many as fit in :data:`PERTURBED_ELEMENTS` input elements (at least one).
+
+    Example:
+        >>> perturbations_per_pass(None, (torch.zeros(8, 3, 32, 32),), 64), perturbations_per_pass(2, (), 64)
+        (64, 2)
+    """
+    if perturbations_per_eval is not None:
+        return check_count("perturbations_per_eval", perturbations_per_eval)
+    per_example_copy = max(1, sum(x.numel() for x in xs))
+    return max(1, min(count, PERTURBED_ELEMENTS // per_example_copy))
+
+
 def spread(per_group: Tensor, groups: Sequence[Tensor], xs: Sequence[Tensor]) -> tuple[Tensor, ...]:
     """Every element of each input gets its group's value: ``[K, N, G]`` → ``[K, N, ...]`` per input.
 
