@@ -446,7 +446,7 @@ NOT_TIMED = ("interpolate", "noise_tunnel")
 def _family_specs() -> None:
     """Add the rows of the method families kept in their own files (``benchmarks/<family>.py``, each a ``SPECS``)."""
     import importlib
-    for family in ("gradients", "integrated", "rules", "lrp"):
+    for family in ("gradients", "integrated", "rules", "lrp", "perturbation", "sampling"):
         try:
             SPECS.update(importlib.import_module(f"{__package__}.{family}").SPECS)
         except ModuleNotFoundError as err:
