@@ -91,7 +91,15 @@ def _one_baseline(b: Any, x: Tensor, i: int) -> Tensor:
 
 
 def _cast(b: Any, x: Tensor, arg: str) -> Tensor:
-    """``b`` as a tensor of ``x``'s dtype on ``x``'s device (a real tensor that can be copied there)."""
+    """``b`` as a tensor of ``x``'s dtype on ``x``'s device (a real tensor that can be copied there); a Python
+    number is read in that dtype directly (``0.3`` for float64 inputs is float64's 0.3, not float32's).
+
+    Example:
+        >>> _cast(0.3, torch.zeros(1, dtype=torch.float64), "baselines").item() == 0.3
+        True
+    """
+    if isinstance(b, (int, float)) and (x.is_floating_point() or isinstance(b, int)):
+        return torch.tensor(b, dtype=x.dtype, device=x.device)
     b = torch.as_tensor(b)
     if b.is_complex():
         raise bad_value(arg, f"a real tensor (it is cast to the inputs' dtype {x.dtype})", f"dtype {b.dtype}")

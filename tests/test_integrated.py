@@ -425,7 +425,90 @@ def test_bad_arguments_are_named(name, kwargs, arg):
         getattr(attrfx, name)(model, *layer, x, target=0, **kwargs)
 
 
-@pytest.mark.parametrize("name", ["layer_integrated_gradients", "internal_influence"])
-def test_layer_forms_take_a_fixed_number_of_steps(name):
-    with pytest.raises((ValueError, TypeError), match=f"{name}: .*n_steps"):
-        getattr(attrfx, name)(seeded(MLP), "fc2", randn(3, 5), target=0, n_steps="auto")
+# --- n_steps="auto" for the layer forms -------------------------------------------------------------------------
+
+AUTO = dict(n_steps="auto", tolerance=1e-9, max_steps=1024, return_convergence_delta=True)
+
+
+def assert_auto_matches(ours, theirs):
+    """Adaptive attributions equal Captum's fine fixed rule (a smooth model), and they converged."""
+    attr, conv = ours
+    assert isinstance(conv, attrfx.adaptive.Convergence) and bool(conv.converged.all())
+    assert bool((conv.evaluations < AUTO["max_steps"]).all())
+    assert_parity(attr, theirs)
+
+
+@torch.no_grad()
+def path_change(model, layers, x, baselines, target, at_input=False):
+    """``F(x; h(x)) − F(x; h(b))``: the model on ``x`` with the layers' outputs (inputs) taken from a pass on ``b``,
+    by hand with forward hooks."""
+    seen = []
+    record = [(l.register_forward_pre_hook(lambda m, a: seen.append(a)) if at_input
+               else l.register_forward_hook(lambda m, a, out: seen.append(out))) for l in layers]
+    model(torch.broadcast_to(torch.as_tensor(baselines, dtype=x.dtype), x.shape).to(x.dtype))
+    for h in record:
+        h.remove()
+    it = iter(seen)
+    swap = [(l.register_forward_pre_hook(lambda m, a, v=next(it): v) if at_input
+             else l.register_forward_hook(lambda m, a, out, v=next(it): v)) for l in layers]
+    try:
+        start = model(x)
+    finally:
+        for h in swap:
+            h.remove()
+    pick = lambda out: out[torch.arange(x.shape[0]), torch.as_tensor(target)]
+    return pick(model(x)) - pick(start)
+
+
+@pytest.mark.parametrize("layer,at_input", [("fc_in", False), ("inner", False), ("act", True), ("head", True)])
+def test_layer_integrated_gradients_auto_converges_to_the_integral(layer, at_input):
+    """``inner`` is on a branch the skip connection bypasses: the attributions do not sum to F(x) − F(b), yet
+    the path integral converges (to its own change)."""
+    model, x = seeded(Residual), randn(3, 4)
+    kwargs = dict(baselines=0.3, target=[0, 1, 1], attribute_to_layer_input=at_input)
+    attr, conv_ = attrfx.layer_integrated_gradients(model, layer, x, **AUTO, **kwargs)
+    theirs = LayerIntegratedGradients(model, getattr(model, layer)).attribute(x, n_steps=96, **kwargs)
+    assert_auto_matches((attr, conv_), theirs)
+    change = path_change(model, [getattr(model, layer)], x, 0.3, [0, 1, 1], at_input)
+    torch.testing.assert_close(conv_.delta, attr.sum(1) - change, rtol=0, atol=1e-12)
+    assert bool((conv_.delta.abs() <= 1e-9 * change.abs() + 1e-14).all())
+
+
+def test_layer_integrated_gradients_auto_token_ids_and_a_list_of_layers():
+    model = seeded(Embedder)
+    ours = attrfx.layer_integrated_gradients(model, "embed", ids(), target=2, **AUTO)
+    assert_auto_matches(ours, LayerIntegratedGradients(model, model.embed).attribute(ids(), target=2, n_steps=96))
+    res = seeded(Residual)
+    both, conv_ = attrfx.layer_integrated_gradients(res, ["fc_in", "inner"], randn(3, 4), target=1, **AUTO)
+    gap = sum(a.sum(1) for a in both) - axioms.output_difference(res, randn(3, 4), target=1)  # only through them
+    torch.testing.assert_close(conv_.delta, gap, rtol=0, atol=1e-12)
+    assert float(gap.abs().max()) <= 1e-8 and bool(conv_.converged.all())
+
+
+def test_layer_integrated_gradients_auto_reports_the_gap_it_leaves():
+    model, x = conv()
+    with pytest.warns(attrfx.adaptive.IntegrationBudgetWarning, match="layer_integrated_gradients"):
+        attr, conv_ = attrfx.layer_integrated_gradients(model, "conv1", x, target=1, n_steps="auto", tolerance=1e-12,
+                                                        max_steps=8, return_convergence_delta=True)
+    gap = attr.flatten(1).sum(1) - axioms.output_difference(model, x, target=1)
+    torch.testing.assert_close(conv_.delta, gap, rtol=0, atol=1e-10)
+    assert conv_.evaluations.tolist() == [8, 8, 8] and not bool(conv_.converged.any())
+
+
+@pytest.mark.parametrize("factory,layer,shape", [(Residual, "inner", (3, 4)), (ConvNet, "conv2", (3, 2, 8, 8))])
+def test_internal_influence_auto_converges_to_the_integral(factory, layer, shape):
+    model, x = seeded(factory), randn(*shape)
+    if factory is ConvNet:   # smooth along the path: no ReLU kinks or pooling switches between 0.9·x and x
+        kwargs = dict(baselines=0.9 * x, target=1)
+    else:
+        kwargs = dict(baselines=0.3, target=[0, 1, 1])
+    attr, conv_ = attrfx.internal_influence(model, layer, x, **AUTO, **kwargs)
+    theirs = InternalInfluence(model, getattr(model, layer)).attribute(x, n_steps=96, **kwargs)
+    assert_auto_matches((attr, conv_), theirs)
+    change = axioms.output_difference(model, x, **kwargs)  # the nodes: integrated gradients' completeness
+    assert bool((conv_.delta.abs() <= 1e-9 * change.abs() + 1e-14).all())
+
+
+def test_internal_influence_reports_convergence_only_when_adaptive():
+    with pytest.raises(ValueError, match="internal_influence: .*return_convergence_delta"):
+        attrfx.internal_influence(seeded(MLP), "fc2", randn(3, 5), target=0, return_convergence_delta=True)

@@ -9,13 +9,12 @@ One kernel, :func:`integrated`, integrates a gradient along the straight path
   between ``h(b)`` and ``h(x)`` (the model's inputs stay ``x``);
 - :func:`internal_influence` — ``∂F/∂h`` at a layer along the *input* path, not multiplied.
 
-``n_steps="auto"`` chooses nodes per example (:func:`attrfx.adaptive.adaptive_path`; the output and neuron
-forms, and neuron conductance).
+``n_steps="auto"`` chooses nodes per example (:func:`attrfx.adaptive.adaptive_path`) for every form.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn  # noqa: F401 (the examples use nn)
@@ -128,7 +127,7 @@ def _require_float(inputs: Any) -> None:
                         f"dtypes {[x.dtype for x in xs]}")
 
 
-def _output_ends(p: OutputProblem, bs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+def _output_ends(p: Union[OutputProblem, LayerProblem], bs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """``F(b)`` and ``F(x)``, ``[N]`` each."""
     return p.output(tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))), p.output(p.xs)
 
@@ -191,7 +190,7 @@ def auto_requested(n_steps: Any, return_convergence_delta: Any) -> bool:
     if is_auto(n_steps):
         return True
     if return_convergence_delta:
-        raise bad_value("return_convergence_delta", "False unless n_steps='auto' (neuron methods report "
+        raise bad_value("return_convergence_delta", "False unless n_steps='auto' (the method reports "
                         "convergence for adaptive integration only)", f"True with n_steps={n_steps!r}")
     return False
 
@@ -200,15 +199,16 @@ AtRows = Callable[[Tensor, tuple[Tensor, ...]], tuple[Sequence[Tensor], Tensor, 
 
 
 def path_auto(p: Any, bs: tuple[Tensor, ...], at_rows: AtRows, ends: tuple[Tensor, Tensor], name: str,
-              tolerance: float, max_steps: int, internal_batch_size: Any,
-              show_progress: bool) -> tuple[tuple[Tensor, ...], Convergence]:
-    """``n_steps="auto"`` for a problem ``p`` at the inputs (a neuron or an output problem): the integrals
-    ``[K, N, ...]`` on per-example adaptive nodes (:func:`attrfx.adaptive.adaptive_path`), with a warning for
-    the examples that ran out of ``max_steps``, and the :class:`~attrfx.adaptive.Convergence`."""
+              tolerance: float, max_steps: int, internal_batch_size: Any, show_progress: bool,
+              xs: Optional[tuple[Tensor, ...]] = None) -> tuple[tuple[Tensor, ...], Convergence]:
+    """``n_steps="auto"`` for a problem ``p`` (a neuron or an output explained on the path from ``bs`` to ``xs``,
+    by default ``p.xs``): the integrals ``[K, N, ...]`` on per-example adaptive nodes
+    (:func:`attrfx.adaptive.adaptive_path`), with a warning for the examples that ran out of ``max_steps``, and
+    the :class:`~attrfx.adaptive.Convergence`."""
     chunk = steps_per_chunk(internal_batch_size, 1, 1 << 62)
     with progress(name, p.n_examples, enabled=show_progress, unit="example") as bar:
-        total, conv = adaptive_path(at_rows, p.xs, bs, ends, tolerance=tolerance, max_steps=max_steps, chunk=chunk,
-                                    report=bar.advance)
+        total, conv = adaptive_path(at_rows, p.xs if xs is None else xs, bs, ends, tolerance=tolerance,
+                                    max_steps=max_steps, chunk=chunk, report=bar.advance)
     warn_unconverged(name, conv, ends[1] - ends[0], tolerance, max_steps)
     return total, conv
 
@@ -260,7 +260,8 @@ def _output_at_rows(p: OutputProblem) -> AtRows:
 def layer_integrated_gradients(model, layer, inputs, *, baselines=None, target=None, additional_forward_args=None,
                                n_steps=50, method="gausslegendre", internal_batch_size=None,
                                return_convergence_delta=False, attribute_to_layer_input=False,
-                               multiply_by_inputs=True, show_progress=False):
+                               multiply_by_inputs=True, tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS,
+                               show_progress=False):
     """Integrated gradients at a layer: ``(h(x) − h(b))·∫₀¹ ∂F/∂h(h(b) + α(h(x) − h(b))) dα``.
 
     The path runs in the layer's activation space: the model runs on ``x`` with the layer's activation
@@ -275,10 +276,18 @@ def layer_integrated_gradients(model, layer, inputs, *, baselines=None, target=N
         inputs: a tensor or tuple of tensors (floating-point or integer), dim 0 = examples.
         baselines: None (zeros), a number, a tensor broadcastable to each input, or a tuple (inputs of the
             model: their activations are the path's start).
-        return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example (over all layers).
+        n_steps, method: the quadrature rule; ``n_steps="auto"`` chooses nodes per example until the
+            attributions (over all layers) sum to the change along the path, ``F(x; h(x)) − F(x; h(b))`` (the
+            model on ``x`` with the layers' activations set), within ``tolerance`` (as in
+            :func:`integrated_gradients`). That is ``F(x) − F(b)`` when the output depends on the inputs only
+            through the layers; otherwise no number of steps reaches ``F(x) − F(b)``, and the path's own change
+            is what the integral is of.
+        return_convergence_delta: also return ``Σ attributions − (F(x) − F(b))`` per example (over all layers);
+            with ``n_steps="auto"`` an :class:`~attrfx.adaptive.Convergence`, its delta
+            ``Σ attributions − (F(x; h(x)) − F(x; h(b)))``.
         attribute_to_layer_input: the path runs in the layer's input instead of its output.
         multiply_by_inputs: multiply by ``h(x) − h(b)`` (global) or not (local).
-        show_progress: draw a progress bar: one step per chunk of path points.
+        show_progress: draw a progress bar: one step per chunk of path points (per example with ``"auto"``).
         Other arguments as in :func:`integrated_gradients`.
 
     Returns:
@@ -298,16 +307,26 @@ def layer_integrated_gradients(model, layer, inputs, *, baselines=None, target=N
     p = layer_problem(model, layer if many else [layer], inputs, target, additional_forward_args,
                       attribute_to_layer_input)
     bs = format_baselines(baselines, p.xs)
-    rule = get_rule(method, n_steps)
+    rule = None if is_auto(n_steps) else get_rule(method, n_steps)
+    tolerance, max_steps = check_auto(tolerance, max_steps) if rule is None else (tolerance, max_steps)
     (h_b, at_b), (h_x, at_x) = (_layer_pass(p, tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))),
                                 _layer_pass(p, p.xs))
     flat_x, flat_b = tuple(h for hs in h_x for h in hs), tuple(h for hs in h_b for h in hs)
-    total = integrated(_layer_path_grads(p, h_x, attribute_to_layer_input), flat_x, flat_b, rule,
-                       internal_batch_size, multiply_by_inputs, "layer_integrated_gradients", show_progress)
+    if rule is None:  # the path's own ends: F on x with the layers at h(b), and at h(x)
+        start, _ = _replaced_value_and_grads(p, p.xs, p.args, p.target, h_x, h_b, attribute_to_layer_input)
+        grads, conv = path_auto(p, flat_b, _layer_at_rows(p, h_x, attribute_to_layer_input),
+                                (start.detach()[None], at_x[None]), "layer_integrated_gradients", tolerance,
+                                max_steps, internal_batch_size, show_progress, xs=flat_x)
+        total = times_inputs(grads, flat_x, flat_b, multiply_by_inputs)
+    else:
+        total = integrated(_layer_path_grads(p, h_x, attribute_to_layer_input), flat_x, flat_b, rule,
+                           internal_batch_size, multiply_by_inputs, "layer_integrated_gradients", show_progress)
     per_layer = _by_layer([t[0] for t in total], h_x)
     result = [as_layer_result(attrs) for attrs in per_layer] if many else as_layer_result(per_layer[0])
     if not return_convergence_delta:
         return result
+    if rule is None:
+        return result, Convergence(conv.delta[0], conv.evaluations, conv.converged)
     return result, completeness_gap([t[0] for t in total], at_x - at_b)
 
 
@@ -329,40 +348,63 @@ def _by_layer(flat: Sequence[Tensor], like: Sequence[Activation]) -> list[tuple[
 
 
 def _layer_path_grads(p: LayerProblem, h_x: Sequence[Activation], at_input: bool) -> GradsAt:
-    """``∂F/∂h`` with each layer's activation replaced by path points, the model's inputs ``x``.
-
-    A layer's output is replaced where the layer returns it (:func:`~attrfx.probe.forward_with_replacement`). A layer's input
-    is moved where it is made (:func:`~attrfx.probe.forward_with_probe`, as every layer method reads it):
-    shifted by ``δ = point − h``, ``h = h(x)`` from :func:`_layer_pass`, the model continuing from
-    ``h.detach() + δ`` (``cut``) — the point up to float rounding. Where one layer's input depends on
-    another's (a list of layers), the shifted pass changes it; ``δ`` is then re-aimed at the activation
-    that pass saw, one pass per layer at most, until every layer sees its points.
-    """
+    """``∂F/∂h`` with each layer's activation replaced by path points (``times`` copies of the batch), the model's
+    inputs ``x`` (:func:`_replaced_value_and_grads`)."""
     n = p.n_examples
 
     def grads_at(points: tuple[Tensor, ...], times: int, weigh: Callable) -> tuple[Tensor, ...]:
-        xs, args = repeat_args(p.xs, n, times), repeat_args(p.args, n, times)
-        target, wanted = p.target.repeat(times), _by_layer(points, h_x)
-        if not at_input:
-            layers = [site.module for site in p.infos]
-            value, pull = vjp(lambda values: select_target(forward_with_replacement(p.model, layers, xs, args, values),
-                                                           target), wanted)
-        else:
-            def explained(deltas):
-                acts, output = forward_with_probe(p.model, p.infos, xs, args, deltas, cut=True)
-                return select_target(output, target), acts
-
-            seen = [repeat_args(hs, n, times) for hs in h_x]
-            for _ in range(len(p.infos)):
-                deltas = [tuple(w - h for w, h in zip(ws, hs)) for ws, hs in zip(wanted, seen)]
-                value, pull, acts = vjp(explained, deltas, has_aux=True)
-                if len(p.infos) == 1 or _same(acts, seen):
-                    break
-                seen = [tuple(h.detach() for h in hs) for hs in acts]
-        (grads,) = pull(torch.ones_like(value), retain_graph=False)
-        return weigh(tuple(g[None] for gs in grads for g in gs))
+        rows = (repeat_args(p.xs, n, times), repeat_args(p.args, n, times), p.target.repeat(times),
+                [repeat_args(hs, n, times) for hs in h_x])
+        _, grads = _replaced_value_and_grads(p, *rows, _by_layer(points, h_x), at_input)
+        return weigh(tuple(g[None] for g in grads))
 
     return grads_at
+
+
+def _layer_at_rows(p: LayerProblem, h_x: Sequence[Activation], at_input: bool) -> AtRows:
+    """``(∂F/∂h, F, ∂F/∂h)`` at layer path points of rows drawn from the examples (``n_steps="auto"``)."""
+
+    def at_rows(examples: Tensor, points: tuple[Tensor, ...]):
+        args, target = rows_of(p.args, p.target, p.n_examples, examples)
+        seen = [tuple(h[examples] for h in hs) for hs in h_x]
+        value, grads = _replaced_value_and_grads(p, tuple(x[examples] for x in p.xs), args, target, seen,
+                                                 _by_layer(points, h_x), at_input)
+        grads = tuple(g[None] for g in grads)
+        return grads, value.detach()[None], grads
+
+    return at_rows
+
+
+def _replaced_value_and_grads(p: LayerProblem, xs: tuple[Tensor, ...], args: tuple, target: Any,
+                              seen: list[Activation], wanted: list[Activation],
+                              at_input: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``F`` and ``∂F/∂h`` (flat over the layers' tensors) on the model inputs ``xs`` with each layer's activation
+    ``seen`` replaced by ``wanted``.
+
+    A layer's output is replaced where the layer returns it (:func:`~attrfx.probe.forward_with_replacement`). A
+    layer's input is moved where it is made (:func:`~attrfx.probe.forward_with_probe`, as every layer method reads
+    it): shifted by ``δ = wanted − seen``, the model continuing from ``h.detach() + δ`` (``cut``) — the point up
+    to float rounding. Where one layer's input depends on another's (a list of layers), the shifted pass changes
+    it; ``δ`` is then re-aimed at the activation that pass saw, one pass per layer at most, until every layer
+    sees its points.
+    """
+    if not at_input:
+        layers = [site.module for site in p.infos]
+        value, pull = vjp(lambda values: select_target(forward_with_replacement(p.model, layers, xs, args, values),
+                                                       target), wanted)
+    else:
+        def explained(deltas):
+            acts, output = forward_with_probe(p.model, p.infos, xs, args, deltas, cut=True)
+            return select_target(output, target), acts
+
+        for _ in range(len(p.infos)):
+            deltas = [tuple(w - h for w, h in zip(ws, hs)) for ws, hs in zip(wanted, seen)]
+            value, pull, acts = vjp(explained, deltas, has_aux=True)
+            if len(p.infos) == 1 or _same(acts, seen):
+                break
+            seen = [tuple(h.detach() for h in hs) for hs in acts]
+    (grads,) = pull(torch.ones_like(value), retain_graph=False)
+    return value, tuple(g for gs in grads for g in gs)
 
 
 def _same(acts: Sequence[Activation], seen: Sequence[Activation]) -> bool:
@@ -374,6 +416,7 @@ def _same(acts: Sequence[Activation], seen: Sequence[Activation]) -> bool:
 @public
 def internal_influence(model, layer, inputs, *, baselines=None, target=None, additional_forward_args=None,
                        n_steps=50, method="gausslegendre", internal_batch_size=None, attribute_to_layer_input=False,
+                       tolerance=DEFAULT_TOLERANCE, max_steps=DEFAULT_MAX_STEPS, return_convergence_delta=False,
                        show_progress=False):
     """Internal influence: ``∫₀¹ ∂F/∂h(b + α(x − b)) dα``, the layer's gradient along the input path.
 
@@ -383,11 +426,16 @@ def internal_influence(model, layer, inputs, *, baselines=None, target=None, add
 
     Args:
         inputs: a tensor or tuple of floating-point tensors, dim 0 = examples.
-        show_progress: draw a progress bar: one step per chunk of path points.
+        n_steps, method: the quadrature rule; ``n_steps="auto"`` chooses nodes per example until integrated
+            gradients on the same nodes (the input path's own completeness integrand) sum to ``F(x) − F(b)``
+            within ``tolerance``, as in :func:`integrated_gradients`.
+        return_convergence_delta: with ``n_steps="auto"``, also return the
+            :class:`~attrfx.adaptive.Convergence` of those nodes.
+        show_progress: draw a progress bar: one step per chunk of path points (per example with ``"auto"``).
         Other arguments as in :func:`integrated_gradients` and :func:`layer_gradient_x_activation`.
 
     Returns:
-        The integrated gradient, shaped like the layer's activation.
+        The integrated gradient, shaped like the layer's activation (and the convergence if asked).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
@@ -399,8 +447,16 @@ def internal_influence(model, layer, inputs, *, baselines=None, target=None, add
     """
     _require_float(inputs)
     p = layer_problem(model, [layer], inputs, target, additional_forward_args, attribute_to_layer_input,
-                      deferrable=True)
+                      deferrable=not is_auto(n_steps))
     bs = format_baselines(baselines, p.xs)
+    if auto_requested(n_steps, return_convergence_delta):
+        tolerance, max_steps = check_auto(tolerance, max_steps)
+        ends = tuple(v[None] for v in _output_ends(p, bs))
+        total, conv = path_auto(p, bs, _influence_at_rows(p), ends, "internal_influence", tolerance, max_steps,
+                                internal_batch_size, show_progress)
+        result = as_layer_result([t[0] for t in total])
+        return (result, Convergence(conv.delta[0], conv.evaluations, conv.converged)) if return_convergence_delta \
+            else result
 
     def grads_at(points: tuple[Tensor, ...], times: int, weigh: Callable) -> tuple[Tensor, ...]:
         (grads,) = p.grads(points, times)[1]
@@ -409,3 +465,17 @@ def internal_influence(model, layer, inputs, *, baselines=None, target=None, add
     total = integrated(grads_at, p.xs, bs, get_rule(method, n_steps), internal_batch_size, False,
                        "internal_influence", show_progress)
     return as_layer_result([t[0] for t in total])
+
+
+def _influence_at_rows(p: LayerProblem) -> AtRows:
+    """``(∂F/∂x, F, ∂F/∂h)`` at input path points of rows drawn from the examples: one backward pass to both."""
+
+    def at_rows(examples: Tensor, points: tuple[Tensor, ...]):
+        args, target = rows_of(p.args, p.target, p.n_examples, examples)
+        deltas = [zero_deltas(site, examples.shape[0], points[0].device) for site in p.infos]
+        value, pull = vjp(lambda pts, ds: select_target(forward_with_probe(p.model, p.infos, pts, args, ds)[1], target),
+                          points, deltas)
+        input_grads, (layer_grads,) = pull(torch.ones_like(value), retain_graph=False)
+        return tuple(g[None] for g in input_grads), value.detach()[None], tuple(g[None] for g in layer_grads)
+
+    return at_rows
