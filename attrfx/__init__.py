@@ -15,6 +15,8 @@ from .adaptive import Convergence, IntegrationBudgetWarning
 from . import ablation, methods, problem, propagation, rules
 from .methods import *  # noqa: F403 (the methods: attrfx.methods.__all__)
 from .rules import RuleCoverageWarning
+from . import runs
+from .runs import attribute_dataset, load_run  # the dataset runner (attrfx.runs); __all__ lists the matrix's methods
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,7 @@ __all__ = [
     "propagation",
     "quadrature",
     "rules",
+    "runs",
     "selectors",
     "slicing",
     "viz",

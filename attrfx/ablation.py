@@ -1,23 +1,37 @@
-"""Feature ablation: replace a group of input features by the baseline, see how much the explained value drops.
+"""Perturbation: replace some input features, see how much the explained value drops.
 
-Primitives:
+A perturbation method is a set of :class:`Perturbations` — ``count`` perturbed copies of the batch and how a drop in
+the explained value spreads back over the elements — evaluated by one kernel, :func:`perturbation_attributions`:
+``(v(x) − v(x perturbed))``, many perturbations per forward pass. Three kinds:
+
+- :func:`ablations` — each feature group in turn takes the baseline (feature ablation);
+- :func:`occlusions` — each window of a sliding grid takes the baseline; an element gets the mean drop of the
+  windows that cover it (occlusion; windows from :func:`occlusion_windows`);
+- :func:`permutations` — each feature group in turn is shuffled among the examples (permutation importance;
+  shuffles from :func:`random_permutations`).
+
+Primitives beneath them:
 
 - :func:`feature_masks` — one integer mask per input (feature ids, shared
   across inputs: an id present in several inputs ablates all of them at once);
-  ``None`` gives every element of every input its own id;
+  ``None`` gives every element of every input its own id; any integers serve as ids;
 - :func:`feature_groups`, :func:`coalition_keeps`, :func:`kept_points` — features
   renumbered ``0 .. G−1``; a batch of coalitions (which features keep the input,
   the rest take the baseline) as the points the model sees;
 - :func:`perturbed_values` — the model at many perturbations, ``perturbations_per_eval``
   per forward pass (stacked along dim 0), with no gradients recorded; every
-  perturbation method evaluates through it;
+  perturbation method evaluates through it; :func:`perturbations_per_pass` chooses that number when the
+  user leaves it to attrfx (None);
 - :func:`spread` — a value per feature given to each of its elements;
 - :func:`ablate` — attributions ``(f(x) − f(x with feature j ablated))``, spread
   over each feature's elements;
 - :func:`linear_ablation` — the same without a pass per feature, for neurons
   ``φ(x W[rows]ᵀ + b[rows])`` of a Linear that reads an input as it is
   (``φ`` elementwise): ablating a group shifts the pre-activation by
-  ``Σ_{i∈group} (bᵢ − xᵢ) W[rows, i]``.
+  ``Σ_{i∈group} (bᵢ − xᵢ) W[rows, i]``;
+- :func:`layer_activation_and_output`, :func:`replaced_values` — the layer forms: the layer's activation and the
+  model output from one pass, then the model's value with the layer's activation replaced by perturbed copies, the
+  part of the model before the layer run on no examples where the model allows it.
 
 :func:`neuron_feature_ablation` explains a hidden neuron; the model stops at
 its layer, and every neuron of a list of selectors comes from the same pass.
@@ -26,21 +40,22 @@ its layer, and every neuron of a list of selectors comes from the same pass.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._errors import bad_type, bad_value, check_count
-from .inputs import repeat_args
-from .probe import _hooked, forward_to_layer, tensor_version
-from .selectors import IndexNeuron, Neuron
+from .inputs import repeat_args, take_examples
+from .probe import Activation, _as_tensors, _hooked, _packed, call_model, forward_to_layer, site_info, tensor_version
+from .selectors import IndexNeuron, Neuron, Target, check_target, select_target
 from .slicing import LinearRows, only_rows
 
 
-def feature_masks(feature_mask: Any, xs: Sequence[Tensor]) -> tuple[Tensor, ...]:
-    """One integer mask per input, shaped to broadcast against it (same number of dims).
+def feature_masks(feature_mask: Any, xs: Sequence[Tensor], arg: str = "feature_mask") -> tuple[Tensor, ...]:
+    """One integer mask per input, shaped to broadcast against it (same number of dims); ``arg`` names the
+    argument in errors (``layer_mask`` for the layer forms).
 
     Example:
         >>> [m.tolist() for m in feature_masks(None, (torch.zeros(2, 2), torch.zeros(2, 1)))]
@@ -55,19 +70,19 @@ def feature_masks(feature_mask: Any, xs: Sequence[Tensor]) -> tuple[Tensor, ...]
         return tuple(out)
     masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
     if len(masks) != len(xs):
-        raise bad_value("feature_mask", f"one mask per input ({len(xs)})", f"{len(masks)} masks")
+        raise bad_value(arg, f"one mask per input ({len(xs)})", f"{len(masks)} masks")
     out = []
     for i, (m, x) in enumerate(zip(masks, xs)):
         if not isinstance(m, Tensor):
-            raise bad_type(f"feature_mask[{i}]", "a torch.Tensor of integer feature ids", m)
+            raise bad_type(f"{arg}[{i}]", "a torch.Tensor of integer feature ids", m)
         if m.is_floating_point() or m.is_complex():
-            raise bad_value(f"feature_mask[{i}]", "a tensor of integer feature ids", f"dtype {m.dtype}")
+            raise bad_value(f"{arg}[{i}]", "a tensor of integer feature ids", f"dtype {m.dtype}")
         try:
             fits = m.dim() <= x.dim() and torch.broadcast_shapes(m.shape, x.shape) == x.shape
         except RuntimeError:
             fits = False
         if not fits:
-            raise bad_value(f"feature_mask[{i}]", f"a tensor that broadcasts to the input shape {tuple(x.shape)} "
+            raise bad_value(f"{arg}[{i}]", f"a tensor that broadcasts to the input shape {tuple(x.shape)} "
                             f"(dim 0 of size 1 or {x.shape[0]})", f"shape {tuple(m.shape)}")
         out.append(m.to(device=x.device, dtype=torch.long).reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)))
     return tuple(out)
@@ -176,32 +191,391 @@ def spread(per_group: Tensor, groups: Sequence[Tensor], xs: Sequence[Tensor]) ->
     return tuple(out)
 
 
+class Perturbations(NamedTuple):
+    """``count`` perturbations of an ``N``-example batch and how a drop in the explained value spreads back.
+
+    ``points(start, stop)``: perturbations ``start .. stop−1`` stacked along dim 0, ``[P·N, ...]`` per input;
+    ``spread(drops)``: the drops ``[K, N, count]`` as attributions ``[K, N, ...]`` per input.
+    """
+
+    count: int
+    points: Callable[[int, int], tuple[Tensor, ...]]
+    spread: Callable[[Tensor], tuple[Tensor, ...]]
+
+
+def perturbation_attributions(values: Callable[..., Tensor], xs: Sequence[Tensor], args: tuple,
+                              perturbations: Perturbations, per_pass: int,
+                              initial: Optional[Tensor] = None) -> tuple[Tensor, ...]:
+    """The kernel of every perturbation method: drops ``v(x) − v(x perturbed)`` for each perturbation, spread back
+    over the elements, ``[K, N, ...]`` per input, for ``values(*xs, *args) → [K, N]``.
+
+    ``per_pass`` perturbations share a forward pass (:func:`perturbed_values`); ``initial`` is ``v(x)`` when the
+    caller has it already (one pass fewer). No gradients.
+
+    Example:
+        >>> f = lambda x: (x ** 2).sum(1, keepdim=True).T
+        >>> x, mask = torch.tensor([[1.0, 2.0]]), torch.tensor([[0, 1]])
+        >>> perturbation_attributions(f, (x,), (), ablations((x,), (torch.zeros(()),), (mask,)), 2)[0].tolist()
+        [[[1.0, 4.0]]]
+    """
+    n = xs[0].shape[0]
+    with torch.no_grad():
+        if initial is None:
+            initial = values(*xs, *args)
+        drops = initial[None] - perturbed_values(values, perturbations.points, perturbations.count, args, n, per_pass)
+    return perturbations.spread(drops.permute(1, 2, 0))
+
+
+def _all_but_one(groups: Sequence[Tensor], start: int, stop: int, count: int) -> tuple[Tensor, ...]:
+    """:func:`coalition_keeps` of the coalitions "every feature but ``j``" for ``j`` in ``start .. stop−1``."""
+    every = torch.arange(count, device=groups[0].device)
+    return coalition_keeps(groups, every[start:stop, None] != every[None, :])
+
+
+def ablations(xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor]) -> Perturbations:
+    """Feature ablation: feature group ``j`` (from ``masks``) takes the baseline ``bs``; every element of the group
+    gets the group's drop.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0, 3.0]])
+        >>> ablated = ablations((x,), (torch.zeros(()),), (torch.tensor([[5, 5, 7]]),))
+        >>> ablated.count, ablated.points(0, 2)[0].tolist()
+        (2, [[0.0, 0.0, 3.0], [1.0, 2.0, 0.0]])
+    """
+    ids, groups = feature_groups(masks)
+    count = ids.numel()
+    return Perturbations(count, lambda start, stop: kept_points(xs, bs, _all_but_one(groups, start, stop, count)),
+                         lambda drops: spread(drops, groups, xs))
+
+
 def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor],
            args: tuple, perturbations_per_eval: int = 1) -> tuple[Tensor, ...]:
     """Ablation attributions ``[K, N, ...]`` for ``values(*xs, *args) → [K, N]``.
 
-    Element ``i`` of input ``t`` gets ``v(x) − v(x with feature mₜ[i] set to the baseline)``:
-    :func:`perturbed_values` over the coalitions "every feature but one", one forward pass for ``x`` and one
-    per ``perturbations_per_eval`` features.
+    Element ``i`` of input ``t`` gets ``v(x) − v(x with feature mₜ[i] set to the baseline)``: the kernel
+    :func:`perturbation_attributions` over :func:`ablations`, one forward pass for ``x`` and one per
+    ``perturbations_per_eval`` features.
 
     Example:
         >>> f = lambda x: (x ** 2).sum(1, keepdim=True).T
         >>> ablate(f, (torch.tensor([[1.0, 2.0]]),), (torch.zeros(()),), (torch.tensor([[0, 1]]),), ())[0].tolist()
         [[[1.0, 4.0]]]
     """
-    check_count("perturbations_per_eval", perturbations_per_eval)
-    n = xs[0].shape[0]
+    per_pass = check_count("perturbations_per_eval", perturbations_per_eval)
+    return perturbation_attributions(values, xs, args, ablations(xs, bs, masks), per_pass)
+
+
+# ---------------------------------------------------------------- occlusion: a sliding grid of windows
+
+class Windows(NamedTuple):
+    """A grid of windows over one input's per-example shape ``[s₀, ..., s_D]``: along dim ``d``, ``counts[d]``
+    windows start every ``strides[d]`` elements and cover ``shape[d]`` elements (the last ones clipped at the
+    edge). ``cover[d]`` is ``[counts[d], s_d]``: True where a window covers an element of that dim."""
+
+    counts: tuple[int, ...]
+    cover: tuple[Tensor, ...]
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.counts)
+
+
+def occlusion_windows(sliding_window_shapes: Any, strides: Any, xs: Sequence[Tensor]) -> tuple[Windows, ...]:
+    """The windows over each input: ``sliding_window_shapes`` (a tuple of ints per input, one per dim after the
+    first; one tuple for one input) every ``strides`` (None: 1; an int for every dim; a tuple per input of ints
+    or of one int per dim). Along a dim there are ``⌈(s − w) / stride⌉ + 1`` windows, so every element is
+    covered: a stride may exceed the window only where the window spans the whole dim.
+
+    Example:
+        >>> (w,) = occlusion_windows((2,), 2, (torch.zeros(1, 5),))
+        >>> w.counts, w.cover[0].int().tolist()
+        ((3,), [[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]])
+    """
+    shapes = _per_input(sliding_window_shapes, xs, "sliding_window_shapes", ints_alone=False)
+    steps = _per_input(1 if strides is None else strides, xs, "strides", ints_alone=True)
+    out = []
+    for i, (x, window, step) in enumerate(zip(xs, shapes, steps)):
+        size = tuple(x.shape[1:])
+        named = (lambda arg: f"{arg}[{i}]") if len(xs) > 1 else (lambda arg: arg)
+        window = _dims(window, size, named("sliding_window_shapes"), "a window size", False)
+        step = _dims(step, size, named("strides"), "a stride", True)
+        if any(w > s for w, s in zip(window, size)):
+            raise bad_value(named("sliding_window_shapes"), f"a window no larger than the input's shape {size} (dims "
+                            "after the first)", f"window {window}")
+        if any(t > w < s for t, w, s in zip(step, window, size)):
+            raise bad_value(named("strides"), f"strides no larger than the window {window} along each dim the window "
+                            "does not span (elements would be skipped)", f"strides {step}")
+        counts = tuple(-(-(s - w) // t) + 1 for s, w, t in zip(size, window, step))
+        cover = []
+        for s, w, t, c in zip(size, window, step, counts):
+            first = torch.arange(c, device=x.device)[:, None] * t
+            at = torch.arange(s, device=x.device)[None, :]
+            cover.append((at >= first) & (at < first + w))
+        out.append(Windows(counts, tuple(cover)))
+    return tuple(out)
+
+
+def _per_input(value: Any, xs: Sequence[Tensor], arg: str, ints_alone: bool) -> tuple:
+    """One entry per input. For one input: a window tuple of ints is that input's (``(2, 3)``, ``(2,)``); strides
+    (``ints_alone``) are that input's unless given as a 1-tuple (``(2,)`` or ``((1, 2),)``, as Captum reads them).
+    For several: a tuple with an entry per input (strides may be one int for all)."""
+    if len(xs) == 1:
+        alone = not (isinstance(value, tuple) and len(value) == 1) if ints_alone else \
+            not (isinstance(value, tuple) and len(value) == 1 and not _is_int(value[0]))
+        return (value,) if alone else value
+    if ints_alone and _is_int(value):
+        return (value,) * len(xs)
+    if not isinstance(value, tuple):
+        raise bad_type(arg, f"a tuple with one entry per input ({len(xs)})", value)
+    if len(value) != len(xs):
+        raise bad_value(arg, f"a tuple with one entry per input ({len(xs)})", f"{len(value)} entries")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dims(value: Any, size: tuple[int, ...], arg: str, what: str, int_ok: bool) -> tuple[int, ...]:
+    """``value`` as one positive int per dim of ``size`` (where ``int_ok``, an int: the same for every dim)."""
+    if int_ok and _is_int(value):
+        value = (value,) * len(size)
+    if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
+        expected = f"{'an int or ' if int_ok else ''}a tuple of {len(size)} ints ({what} per dim after the first)"
+        raise bad_type(arg, expected, value)
+    if len(value) != len(size):
+        raise bad_value(arg, f"{len(size)} ints, one per dim of the input's shape {size} after the first",
+                        f"{value}")
+    if any(v < 1 for v in value):
+        raise bad_value(arg, f"positive ints ({what} of at least 1)", f"{value}")
+    return value
+
+
+def window_members(windows: Windows, start: int, stop: int) -> Tensor:
+    """Which elements windows ``start .. stop−1`` (row-major over the grid) cover: ``[P, s₀, ..., s_D]`` bool.
+
+    Example:
+        >>> (w,) = occlusion_windows((1, 2), 1, (torch.zeros(1, 2, 3),))
+        >>> window_members(w, 1, 2).int().tolist()
+        [[[0, 1, 1], [0, 0, 0]]]
+    """
+    index = torch.arange(start, stop, device=windows.cover[0].device if windows.cover else None)
+    member = torch.ones(index.shape, dtype=torch.bool, device=index.device)
+    dims = len(windows.counts)
+    for d in reversed(range(dims)):
+        along = windows.cover[d][index % windows.counts[d]]          # [P, s_d]
+        member = member.reshape(member.shape + (1,)) if d == dims - 1 else member
+        member = member & along.reshape((-1,) + (1,) * d + (along.shape[1],) + (1,) * (dims - 1 - d))
+        index = index // windows.counts[d]
+    return member
+
+
+def window_means(drops: Tensor, windows: Windows) -> Tensor:
+    """Each element's mean drop over the windows covering it: ``[K, N, W]`` → ``[K, N, s₀, ..., s_D]``.
+
+    The sum over windows is separable: one contraction with ``cover[d]`` per dim.
+
+    Example:
+        >>> (w,) = occlusion_windows((2,), 1, (torch.zeros(1, 3),))
+        >>> window_means(torch.tensor([[[2.0, 4.0]]]), w).tolist()
+        [[[2.0, 3.0, 4.0]]]
+    """
+    total = drops.reshape(drops.shape[:2] + windows.counts)
+    covered = torch.ones(windows.counts, dtype=drops.dtype, device=drops.device)
+    for cover in windows.cover:
+        cover = cover.to(drops.dtype)
+        total = torch.tensordot(total, cover, dims=([2], [0]))
+        covered = torch.tensordot(covered, cover, dims=([0], [0]))
+    return total / covered
+
+
+def occlusions(xs: Sequence[Tensor], bs: Sequence[Tensor], windows: Sequence[Windows]) -> Perturbations:
+    """Occlusion: each window of each input (:func:`occlusion_windows`, input by input) takes the baseline in turn;
+    an element gets the mean drop of the windows covering it.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0, 3.0]])
+        >>> occluded = occlusions((x,), (torch.zeros(()),), occlusion_windows((2,), 1, (x,)))
+        >>> occluded.count, occluded.points(0, 2)[0].tolist()
+        (2, [[0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    """
+    offsets = [0]
+    for w in windows:
+        offsets.append(offsets[-1] + w.count)
+
+    def points(start: int, stop: int) -> tuple[Tensor, ...]:
+        keeps = []
+        for x, w, first in zip(xs, windows, offsets):
+            lo, hi = min(max(start - first, 0), w.count), min(max(stop - first, 0), w.count)
+            member = torch.zeros((stop - start,) + tuple(x.shape[1:]), dtype=torch.bool, device=x.device)
+            member[lo + first - start:hi + first - start] = window_members(w, lo, hi)
+            keeps.append(~member[:, None])
+        return kept_points(xs, bs, keeps)
+
+    def means(drops: Tensor) -> tuple[Tensor, ...]:
+        return tuple(window_means(drops[:, :, first:first + w.count], w) for w, first in zip(windows, offsets))
+
+    return Perturbations(offsets[-1], points, means)
+
+
+# ---------------------------------------------------------------- permutation: a feature shuffled among the examples
+
+def random_permutations(count: int, n: int, generator: torch.Generator) -> Tensor:
+    """``count`` permutations of ``0 .. n−1`` drawn uniformly from all but the identity (``n ≥ 2``): ``[count, n]``.
+
+    Example:
+        >>> p = random_permutations(4, 3, torch.Generator().manual_seed(0))
+        >>> p.shape, bool((p.sort(1).values == torch.arange(3)).all()), bool((p != torch.arange(3)).any(1).all())
+        (torch.Size([4, 3]), True, True)
+    """
+    if n < 2:
+        raise bad_value("inputs", "at least 2 examples, to permute a feature among them", f"{n} example")
+    identity = torch.arange(n, device=generator.device)
+    perms = torch.rand(count, n, generator=generator, device=generator.device).argsort(1)
+    same = (perms == identity).all(1)
+    while bool(same.any()):
+        perms[same] = torch.rand(int(same.sum()), n, generator=generator, device=generator.device).argsort(1)
+        same = (perms == identity).all(1)
+    return perms
+
+
+def permutations(xs: Sequence[Tensor], masks: Sequence[Tensor], generator: torch.Generator,
+                 perm_func: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> Perturbations:
+    """Permutation: feature group ``j`` (from ``masks``) takes the values of other examples, ``x[π]``, with ``π``
+    from :func:`random_permutations` — one per feature and input, all drawn here, so how many share a pass never
+    changes them — or from ``perm_func(x, mask) → x`` with the group's elements (``mask``, bool) shuffled.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> permutations((x,), (torch.tensor([[0, 1]]),), torch.Generator()).points(0, 1)[0].tolist()
+        [[3.0, 2.0], [1.0, 4.0]]
+    """
     ids, groups = feature_groups(masks)
-    every = torch.arange(ids.numel(), device=ids.device)
+    count, n = ids.numel(), xs[0].shape[0]
+    if perm_func is None:
+        perms = [random_permutations(count, n, generator).to(x.device) for x in xs]
 
-    def all_but(start: int, stop: int) -> tuple[Tensor, ...]:
-        present = every[start:stop, None] != every[None, :]
-        return kept_points(xs, bs, coalition_keeps(groups, present))
+        def points(start: int, stop: int) -> tuple[Tensor, ...]:
+            keeps = _all_but_one(groups, start, stop, count)
+            return tuple(torch.where(k, x, x[p[start:stop]]).reshape((-1,) + tuple(x.shape[1:]))
+                         for x, k, p in zip(xs, keeps, perms))
+    else:
+        def points(start: int, stop: int) -> tuple[Tensor, ...]:
+            return tuple(torch.cat([_permuted(perm_func, x, g == j) for j in range(start, stop)])
+                         for x, g in zip(xs, groups))
 
-    with torch.no_grad():
-        initial = values(*xs, *args)
-    drops = initial[None] - perturbed_values(values, all_but, ids.numel(), args, n, perturbations_per_eval)
-    return spread(drops.permute(1, 2, 0), groups, xs)
+    return Perturbations(count, points, lambda drops: spread(drops, groups, xs))
+
+
+def _permuted(perm_func: Callable[[Tensor, Tensor], Tensor], x: Tensor, mask: Tensor) -> Tensor:
+    """``perm_func(x, mask)`` where the feature has elements in ``x``, checked; ``x`` itself elsewhere."""
+    if not bool(mask.any()):
+        return x
+    out = perm_func(x, mask)
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise bad_value("perm_func", f"a function (x, mask) returning a tensor shaped like x {tuple(x.shape)}", got)
+    return out
+
+
+# ---------------------------------------------------------------- the layer forms: perturbing a layer's activation
+
+def layer_activation_and_output(model: Callable, layer: nn.Module, xs: Sequence[Tensor], args: tuple,
+                                at_input: bool = False) -> tuple[Activation, Any]:
+    """The layer's activation (output, or input with ``at_input``: a copy, safe from later in-place changes) and the
+    model output, from one pass; the layer must run exactly once, with the example dimension first.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(inplace=True), nn.Linear(3, 1))
+        >>> (h,), out = layer_activation_and_output(net, net[0], (torch.ones(4, 2),), ())
+        >>> h.shape, out.shape, bool((h < 0).any() == (net[0](torch.ones(4, 2)) < 0).any())
+        (torch.Size([4, 3]), torch.Size([4, 1]), True)
+    """
+    runs: list[Activation] = []
+
+    def note(value: Any) -> None:
+        runs.append(tuple(h.clone() for h in _as_tensors(value, "input" if at_input else "output")[0]))
+
+    with _hooked(layer, at_input, note):
+        output = call_model(model, xs, args)
+    site_info(model, layer, runs, xs[0].shape[0])
+    return runs[0], output
+
+
+def replaced_output(model: Callable, layer: nn.Module, xs: Sequence[Tensor], args: tuple, hs: Activation,
+                    at_input: bool = False) -> Any:
+    """The model output on ``xs`` with the layer's activation (output, or input) replaced by ``hs``, whatever rows
+    the model computed before it.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> out = replaced_output(net, net[1], (torch.ones(0, 2),), (), (torch.zeros(5, 3),))
+        >>> torch.equal(out, net[2](torch.zeros(5, 3)))
+        True
+    """
+    def replace(value: Any) -> Any:
+        return tuple(hs) if at_input else _packed(list(hs), _as_tensors(value, "output")[1])
+
+    with _hooked(layer, at_input, replace):
+        return call_model(model, xs, args)
+
+
+def target_values(output: Any, target: Target, rows: int, n: int) -> Tensor:
+    """The explained value ``[rows]`` of a model output for ``rows = P·N`` rows (``P`` copies of an ``N``-example
+    batch; a per-example target follows them), with a clear error unless there is one value per row.
+
+    Example:
+        >>> from attrfx.selectors import format_target
+        >>> target_values(torch.arange(12.).reshape(6, 2), format_target([1, 0, 1], 3), 6, 3).tolist()
+        [1.0, 2.0, 5.0, 7.0, 8.0, 11.0]
+    """
+    times = rows // n
+    check_target(output, target.repeat(times))
+    value = select_target(output, target.repeat(times))
+    if value.shape != (rows,):
+        raise bad_value("model", f"a model whose output has one row per input row (perturbations of the batch "
+                        f"share a forward pass; here {rows} rows)", f"{value.numel()} values")
+    return value
+
+
+def replaced_values(model: Callable, layer: nn.Module, xs: Sequence[Tensor], args: tuple, target: Target,
+                    at_input: bool, hs: Activation, expected: Tensor) -> Callable[..., Tensor]:
+    """``v(*points) → [1, R]``: the explained value with the layer's activation replaced by ``points`` (``R = P·N``
+    rows: perturbed copies of the activation ``hs`` of the batch ``xs``).
+
+    The model's part before the layer need not rerun for each copy: where the model allows, it runs on *no*
+    examples (``xs[:0]``) and only the part after the layer sees the ``R`` rows. It allows it when, so run on
+    ``hs`` itself, the model gives exactly ``expected`` (its output on ``xs``): the rest of the model then reads
+    no per-example tensor from before the layer. Otherwise (an error, other rows, other values) every pass
+    reruns the whole model on ``xs`` repeated ``P`` times.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> from attrfx.selectors import format_target
+        >>> x, target = torch.ones(4, 2), format_target(None, 4)
+        >>> hs, out = layer_activation_and_output(net, net[1], (x,), ())
+        >>> v = replaced_values(net, net[1], (x,), (), target, False, hs, target_values(out, target, 4, 4))
+        >>> v(torch.zeros(8, 3)).shape
+        torch.Size([1, 8])
+    """
+    n = xs[0].shape[0]
+    none, no_args = tuple(x[:0] for x in xs), take_examples(args, n, slice(0, 0))
+
+    def cut(*points: Tensor) -> Tensor:
+        output = replaced_output(model, layer, none, no_args, points, at_input)
+        return target_values(output, target, points[0].shape[0], n)[None]
+
+    def whole(*points: Tensor) -> Tensor:
+        times = points[0].shape[0] // n
+        repeated = tuple(x.repeat((times,) + (1,) * (x.dim() - 1)) for x in xs)
+        output = replaced_output(model, layer, repeated, repeat_args(args, n, times), points, at_input)
+        return target_values(output, target, points[0].shape[0], n)[None]
+
+    try:
+        same = torch.allclose(cut(*(h.clone() for h in hs))[0], expected, rtol=0, atol=0, equal_nan=True)
+    except Exception:  # the part after the layer needs the examples of the part before it
+        same = False
+    return cut if same else whole
 
 
 LINEAR_ABLATION_ELEMENTS = 1 << 24

@@ -27,7 +27,8 @@ from ..adaptive import (DEFAULT_MAX_STEPS, DEFAULT_TOLERANCE, Convergence, adapt
 from ..gradients import conductance_grads_and_values, neuron_input_grads_and_values, neuron_values, vjp
 from ..inputs import as_tuple, format_baselines, repeat_args
 from ..paths import integrate_path, steps_per_chunk
-from ..probe import Activation, call_model, forward_with_probe, forward_with_replacement, zero_deltas
+from ..probe import (Activation, call_model, forward_to_layers, forward_with_probe, forward_with_replacement,
+                     zero_deltas)
 from ..problem import (LayerProblem, NeuronProblem, OutputProblem, as_layer_result, layer_problem, neuron_problem,
                        output_problem, times_inputs)
 from ..quadrature import Rule, get_rule
@@ -309,8 +310,9 @@ def layer_integrated_gradients(model, layer, inputs, *, baselines=None, target=N
     bs = format_baselines(baselines, p.xs)
     rule = None if is_auto(n_steps) else get_rule(method, n_steps)
     tolerance, max_steps = check_auto(tolerance, max_steps) if rule is None else (tolerance, max_steps)
-    (h_b, at_b), (h_x, at_x) = (_layer_pass(p, tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs))),
-                                _layer_pass(p, p.xs))
+    ends = (tuple(torch.broadcast_to(b, x.shape) for x, b in zip(p.xs, bs)), p.xs)
+    (h_b, at_b), (h_x, at_x) = (_layer_pass(p, xs, attribute_to_layer_input, rule is None or return_convergence_delta)
+                                for xs in ends)
     flat_x, flat_b = tuple(h for hs in h_x for h in hs), tuple(h for hs in h_b for h in hs)
     if rule is None:  # the path's own ends: F on x with the layers at h(b), and at h(x)
         start, _ = _replaced_value_and_grads(p, p.xs, p.args, p.target, h_x, h_b, attribute_to_layer_input)
@@ -330,11 +332,15 @@ def layer_integrated_gradients(model, layer, inputs, *, baselines=None, target=N
     return result, completeness_gap([t[0] for t in total], at_x - at_b)
 
 
-def _layer_pass(p: LayerProblem, xs: Sequence[Tensor]) -> tuple[list[Activation], Tensor]:
-    """The layers' activations and ``F`` at the model inputs ``xs`` (one pass, no gradients)."""
-    n = xs[0].shape[0]
-    acts, output = forward_with_probe(p.model, p.infos, xs, p.args,
-                                      [zero_deltas(site, n, xs[0].device) for site in p.infos])
+def _layer_pass(p: LayerProblem, xs: Sequence[Tensor], at_input: bool,
+                with_output: bool) -> tuple[list[Activation], Optional[Tensor]]:
+    """The layers' activations at the model inputs ``xs``, and ``F`` there ``with_output`` (one pass, no gradients;
+    without ``F`` it stops once the last layer has run)."""
+    with torch.no_grad():
+        if not with_output:
+            return forward_to_layers(p.model, p.layers, xs, p.args, at_input=at_input), None
+        acts, output = forward_with_probe(p.model, p.infos, xs, p.args,
+                                          [zero_deltas(site, xs[0].shape[0], xs[0].device) for site in p.infos])
     return acts, select_target(output, p.target)
 
 
