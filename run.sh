@@ -13,7 +13,7 @@ py="$venv/bin/python"
 stamp="$venv/.attrfx-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     "$py" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-    "$py" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,viz,demo,notebooks]"
+    "$py" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,viz,demo,notebooks,runs]"
     touch "$stamp"
 fi
 

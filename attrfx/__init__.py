@@ -13,6 +13,7 @@ from ._errors import AttrfxTypeError, AttrfxValueError
 from . import adaptive
 from .adaptive import Convergence, IntegrationBudgetWarning
 from . import ablation, methods, problem, propagation, rules
+from . import coalitions, surrogate  # coalition sampling and games; the surrogate fits of KernelSHAP and LIME
 from .methods import *  # noqa: F403 (the methods: attrfx.methods.__all__)
 from .rules import RuleCoverageWarning
 from . import runs
@@ -29,6 +30,7 @@ __all__ = [
     "ablation",
     "adaptive",
     "axioms",
+    "coalitions",
     "gradients",
     "inputs",
     "methods",
@@ -42,5 +44,6 @@ __all__ = [
     "runs",
     "selectors",
     "slicing",
+    "surrogate",
     "viz",
 ] + methods.__all__

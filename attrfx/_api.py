@@ -29,7 +29,8 @@ from ._errors import AttrfxTypeError, AttrfxValueError, as_flag, as_int, bad_typ
 F = TypeVar("F", bound=Callable)
 
 FLAGS = frozenset({"abs", "multiply_by_inputs", "attribute_to_layer_input", "attribute_to_neuron_input",
-                   "return_convergence_delta", "relu_attributions", "attr_dim_summation", "show_progress", "verbose"})
+                   "return_convergence_delta", "relu_attributions", "attr_dim_summation", "show_progress", "verbose",
+                   "return_input_shape"})
 """Keyword arguments of the public methods that take ``True`` or ``False`` only."""
 
 COUNTS = {"n_steps": "an int or 'auto'", "internal_batch_size": "None or a positive int",

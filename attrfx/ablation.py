@@ -5,8 +5,8 @@ the explained value spreads back over the elements — evaluated by one kernel, 
 ``(v(x) − v(x perturbed))``, many perturbations per forward pass. Three kinds:
 
 - :func:`ablations` — each feature group in turn takes the baseline (feature ablation);
-- :func:`occlusions` — each window of a sliding grid takes the baseline; an element gets the mean drop of the
-  windows that cover it (occlusion; windows from :func:`occlusion_windows`);
+- :func:`~attrfx.windows.occlusions` — each window of a sliding grid takes the baseline; an element gets the mean
+  drop of the windows that cover it (occlusion: :mod:`attrfx.windows`);
 - :func:`permutations` — each feature group in turn is shuffled among the examples (permutation importance;
   shuffles from :func:`random_permutations`).
 
@@ -53,9 +53,10 @@ from .selectors import IndexNeuron, Neuron, Target, check_target, select_target
 from .slicing import LinearRows, only_rows
 
 
-def feature_masks(feature_mask: Any, xs: Sequence[Tensor], arg: str = "feature_mask") -> tuple[Tensor, ...]:
-    """One integer mask per input, shaped to broadcast against it (same number of dims); ``arg`` names the
-    argument in errors (``layer_mask`` for the layer forms).
+def feature_masks(feature_mask: Any, xs: Sequence[Tensor], arg: str = "feature_mask",
+                  of: str = "the input") -> tuple[Tensor, ...]:
+    """One integer mask per input, shaped to broadcast against it (same number of dims); ``arg`` and ``of`` name
+    the argument and what it masks in errors (``layer_mask`` of the layer's activation for the layer forms).
 
     Example:
         >>> [m.tolist() for m in feature_masks(None, (torch.zeros(2, 2), torch.zeros(2, 1)))]
@@ -77,12 +78,9 @@ def feature_masks(feature_mask: Any, xs: Sequence[Tensor], arg: str = "feature_m
             raise bad_type(f"{arg}[{i}]", "a torch.Tensor of integer feature ids", m)
         if m.is_floating_point() or m.is_complex():
             raise bad_value(f"{arg}[{i}]", "a tensor of integer feature ids", f"dtype {m.dtype}")
-        try:
-            fits = m.dim() <= x.dim() and torch.broadcast_shapes(m.shape, x.shape) == x.shape
-        except RuntimeError:
-            fits = False
+        fits = m.dim() <= x.dim() and all(a in (1, b) for a, b in zip(reversed(m.shape), reversed(x.shape)))
         if not fits:
-            raise bad_value(f"{arg}[{i}]", f"a tensor that broadcasts to the input shape {tuple(x.shape)} "
+            raise bad_value(f"{arg}[{i}]", f"a tensor that broadcasts to {of} shape {tuple(x.shape)} "
                             f"(dim 0 of size 1 or {x.shape[0]})", f"shape {tuple(m.shape)}")
         out.append(m.to(device=x.device, dtype=torch.long).reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)))
     return tuple(out)
@@ -226,10 +224,11 @@ def perturbation_attributions(values: Callable[..., Tensor], xs: Sequence[Tensor
     return perturbations.spread(drops.permute(1, 2, 0))
 
 
-def _all_but_one(groups: Sequence[Tensor], start: int, stop: int, count: int) -> tuple[Tensor, ...]:
-    """:func:`coalition_keeps` of the coalitions "every feature but ``j``" for ``j`` in ``start .. stop−1``."""
-    every = torch.arange(count, device=groups[0].device)
-    return coalition_keeps(groups, every[start:stop, None] != every[None, :])
+def _all_but_one(groups: Sequence[Tensor], start: int, stop: int) -> tuple[Tensor, ...]:
+    """The keep masks of the coalitions "every feature but ``j``", ``j`` in ``start .. stop−1``: ``[P, 1|N, ...]`` per
+    input (:func:`coalition_keeps` of those coalitions, by one comparison)."""
+    dropped = torch.arange(start, stop, device=groups[0].device)
+    return tuple(g[None] != dropped.reshape((-1,) + (1,) * g.dim()) for g in groups)
 
 
 def ablations(xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor]) -> Perturbations:
@@ -244,7 +243,7 @@ def ablations(xs: Sequence[Tensor], bs: Sequence[Tensor], masks: Sequence[Tensor
     """
     ids, groups = feature_groups(masks)
     count = ids.numel()
-    return Perturbations(count, lambda start, stop: kept_points(xs, bs, _all_but_one(groups, start, stop, count)),
+    return Perturbations(count, lambda start, stop: kept_points(xs, bs, _all_but_one(groups, start, stop)),
                          lambda drops: spread(drops, groups, xs))
 
 
@@ -263,159 +262,6 @@ def ablate(values: Callable[..., Tensor], xs: Sequence[Tensor], bs: Sequence[Ten
     """
     per_pass = check_count("perturbations_per_eval", perturbations_per_eval)
     return perturbation_attributions(values, xs, args, ablations(xs, bs, masks), per_pass)
-
-
-# ---------------------------------------------------------------- occlusion: a sliding grid of windows
-
-class Windows(NamedTuple):
-    """A grid of windows over one input's per-example shape ``[s₀, ..., s_D]``: along dim ``d``, ``counts[d]``
-    windows start every ``strides[d]`` elements and cover ``shape[d]`` elements (the last ones clipped at the
-    edge). ``cover[d]`` is ``[counts[d], s_d]``: True where a window covers an element of that dim."""
-
-    counts: tuple[int, ...]
-    cover: tuple[Tensor, ...]
-
-    @property
-    def count(self) -> int:
-        return math.prod(self.counts)
-
-
-def occlusion_windows(sliding_window_shapes: Any, strides: Any, xs: Sequence[Tensor]) -> tuple[Windows, ...]:
-    """The windows over each input: ``sliding_window_shapes`` (a tuple of ints per input, one per dim after the
-    first; one tuple for one input) every ``strides`` (None: 1; an int for every dim; a tuple per input of ints
-    or of one int per dim). Along a dim there are ``⌈(s − w) / stride⌉ + 1`` windows, so every element is
-    covered: a stride may exceed the window only where the window spans the whole dim.
-
-    Example:
-        >>> (w,) = occlusion_windows((2,), 2, (torch.zeros(1, 5),))
-        >>> w.counts, w.cover[0].int().tolist()
-        ((3,), [[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]])
-    """
-    shapes = _per_input(sliding_window_shapes, xs, "sliding_window_shapes", ints_alone=False)
-    steps = _per_input(1 if strides is None else strides, xs, "strides", ints_alone=True)
-    out = []
-    for i, (x, window, step) in enumerate(zip(xs, shapes, steps)):
-        size = tuple(x.shape[1:])
-        named = (lambda arg: f"{arg}[{i}]") if len(xs) > 1 else (lambda arg: arg)
-        window = _dims(window, size, named("sliding_window_shapes"), "a window size", False)
-        step = _dims(step, size, named("strides"), "a stride", True)
-        if any(w > s for w, s in zip(window, size)):
-            raise bad_value(named("sliding_window_shapes"), f"a window no larger than the input's shape {size} (dims "
-                            "after the first)", f"window {window}")
-        if any(t > w < s for t, w, s in zip(step, window, size)):
-            raise bad_value(named("strides"), f"strides no larger than the window {window} along each dim the window "
-                            "does not span (elements would be skipped)", f"strides {step}")
-        counts = tuple(-(-(s - w) // t) + 1 for s, w, t in zip(size, window, step))
-        cover = []
-        for s, w, t, c in zip(size, window, step, counts):
-            first = torch.arange(c, device=x.device)[:, None] * t
-            at = torch.arange(s, device=x.device)[None, :]
-            cover.append((at >= first) & (at < first + w))
-        out.append(Windows(counts, tuple(cover)))
-    return tuple(out)
-
-
-def _per_input(value: Any, xs: Sequence[Tensor], arg: str, ints_alone: bool) -> tuple:
-    """One entry per input. For one input: a window tuple of ints is that input's (``(2, 3)``, ``(2,)``); strides
-    (``ints_alone``) are that input's unless given as a 1-tuple (``(2,)`` or ``((1, 2),)``, as Captum reads them).
-    For several: a tuple with an entry per input (strides may be one int for all)."""
-    if len(xs) == 1:
-        alone = not (isinstance(value, tuple) and len(value) == 1) if ints_alone else \
-            not (isinstance(value, tuple) and len(value) == 1 and not _is_int(value[0]))
-        return (value,) if alone else value
-    if ints_alone and _is_int(value):
-        return (value,) * len(xs)
-    if not isinstance(value, tuple):
-        raise bad_type(arg, f"a tuple with one entry per input ({len(xs)})", value)
-    if len(value) != len(xs):
-        raise bad_value(arg, f"a tuple with one entry per input ({len(xs)})", f"{len(value)} entries")
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _dims(value: Any, size: tuple[int, ...], arg: str, what: str, int_ok: bool) -> tuple[int, ...]:
-    """``value`` as one positive int per dim of ``size`` (where ``int_ok``, an int: the same for every dim)."""
-    if int_ok and _is_int(value):
-        value = (value,) * len(size)
-    if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
-        expected = f"{'an int or ' if int_ok else ''}a tuple of {len(size)} ints ({what} per dim after the first)"
-        raise bad_type(arg, expected, value)
-    if len(value) != len(size):
-        raise bad_value(arg, f"{len(size)} ints, one per dim of the input's shape {size} after the first",
-                        f"{value}")
-    if any(v < 1 for v in value):
-        raise bad_value(arg, f"positive ints ({what} of at least 1)", f"{value}")
-    return value
-
-
-def window_members(windows: Windows, start: int, stop: int) -> Tensor:
-    """Which elements windows ``start .. stop−1`` (row-major over the grid) cover: ``[P, s₀, ..., s_D]`` bool.
-
-    Example:
-        >>> (w,) = occlusion_windows((1, 2), 1, (torch.zeros(1, 2, 3),))
-        >>> window_members(w, 1, 2).int().tolist()
-        [[[0, 1, 1], [0, 0, 0]]]
-    """
-    index = torch.arange(start, stop, device=windows.cover[0].device if windows.cover else None)
-    member = torch.ones(index.shape, dtype=torch.bool, device=index.device)
-    dims = len(windows.counts)
-    for d in reversed(range(dims)):
-        along = windows.cover[d][index % windows.counts[d]]          # [P, s_d]
-        member = member.reshape(member.shape + (1,)) if d == dims - 1 else member
-        member = member & along.reshape((-1,) + (1,) * d + (along.shape[1],) + (1,) * (dims - 1 - d))
-        index = index // windows.counts[d]
-    return member
-
-
-def window_means(drops: Tensor, windows: Windows) -> Tensor:
-    """Each element's mean drop over the windows covering it: ``[K, N, W]`` → ``[K, N, s₀, ..., s_D]``.
-
-    The sum over windows is separable: one contraction with ``cover[d]`` per dim.
-
-    Example:
-        >>> (w,) = occlusion_windows((2,), 1, (torch.zeros(1, 3),))
-        >>> window_means(torch.tensor([[[2.0, 4.0]]]), w).tolist()
-        [[[2.0, 3.0, 4.0]]]
-    """
-    total = drops.reshape(drops.shape[:2] + windows.counts)
-    covered = torch.ones(windows.counts, dtype=drops.dtype, device=drops.device)
-    for cover in windows.cover:
-        cover = cover.to(drops.dtype)
-        total = torch.tensordot(total, cover, dims=([2], [0]))
-        covered = torch.tensordot(covered, cover, dims=([0], [0]))
-    return total / covered
-
-
-def occlusions(xs: Sequence[Tensor], bs: Sequence[Tensor], windows: Sequence[Windows]) -> Perturbations:
-    """Occlusion: each window of each input (:func:`occlusion_windows`, input by input) takes the baseline in turn;
-    an element gets the mean drop of the windows covering it.
-
-    Example:
-        >>> x = torch.tensor([[1.0, 2.0, 3.0]])
-        >>> occluded = occlusions((x,), (torch.zeros(()),), occlusion_windows((2,), 1, (x,)))
-        >>> occluded.count, occluded.points(0, 2)[0].tolist()
-        (2, [[0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
-    """
-    offsets = [0]
-    for w in windows:
-        offsets.append(offsets[-1] + w.count)
-
-    def points(start: int, stop: int) -> tuple[Tensor, ...]:
-        keeps = []
-        for x, w, first in zip(xs, windows, offsets):
-            lo, hi = min(max(start - first, 0), w.count), min(max(stop - first, 0), w.count)
-            member = torch.zeros((stop - start,) + tuple(x.shape[1:]), dtype=torch.bool, device=x.device)
-            member[lo + first - start:hi + first - start] = window_members(w, lo, hi)
-            keeps.append(~member[:, None])
-        return kept_points(xs, bs, keeps)
-
-    def means(drops: Tensor) -> tuple[Tensor, ...]:
-        return tuple(window_means(drops[:, :, first:first + w.count], w) for w, first in zip(windows, offsets))
-
-    return Perturbations(offsets[-1], points, means)
 
 
 # ---------------------------------------------------------------- permutation: a feature shuffled among the examples
@@ -456,7 +302,7 @@ def permutations(xs: Sequence[Tensor], masks: Sequence[Tensor], generator: torch
         perms = [random_permutations(count, n, generator).to(x.device) for x in xs]
 
         def points(start: int, stop: int) -> tuple[Tensor, ...]:
-            keeps = _all_but_one(groups, start, stop, count)
+            keeps = _all_but_one(groups, start, stop)
             return tuple(torch.where(k, x, x[p[start:stop]]).reshape((-1,) + tuple(x.shape[1:]))
                          for x, k, p in zip(xs, keeps, perms))
     else:
@@ -605,7 +451,13 @@ def input_read_by(given: Tensor, xs: Sequence[Tensor], versions: Optional[Sequen
 
 def linear_fed(model: nn.Module, layer: nn.Module, only: LinearRows, xs: Sequence[Tensor],
                args: tuple) -> Optional[int]:
-    """The input that ``only.linear`` reads as it is (:func:`input_read_by`) on a pass to the layer; None if none."""
+    """The input that ``only.linear`` reads as it is (:func:`input_read_by`) on a pass to the layer; None if none.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+        >>> linear_fed(net, net[1], LinearRows(net[0], torch.tensor([1])), (torch.ones(2, 3),), ())
+        0
+    """
     received: list[tuple[tuple[Tensor, ...], list]] = []
 
     def note(inputs: tuple) -> None:  # the tensors the model received, and their versions then

@@ -96,12 +96,26 @@ class Convergence(NamedTuple):
 
 
 def is_auto(n_steps: object) -> bool:
-    """Whether ``n_steps`` asks for adaptive integration."""
+    """Whether ``n_steps`` asks for adaptive integration.
+
+    Example:
+        >>> is_auto("auto"), is_auto(50), is_auto("AUTO")
+        (True, False, False)
+    """
     return isinstance(n_steps, str) and n_steps == "auto"
 
 
 def check_auto(tolerance: object, max_steps: object, least: int = FIRST_PASS) -> tuple[float, int]:
-    """Validate ``tolerance`` (a float in (0, 1)) and ``max_steps`` (an int ≥ the first pass)."""
+    """Validate ``tolerance`` (a float in (0, 1)) and ``max_steps`` (an int ≥ the first pass).
+
+    Example:
+        >>> check_auto(1e-3, 256), check_auto(0.5, 8)
+        ((0.001, 256), (0.5, 8))
+        >>> check_auto(1e-3, 4)
+        Traceback (most recent call last):
+        ...
+        attrfx._errors.AttrfxValueError: `max_steps` must be an int of at least 8 (the first pass); got 4.
+    """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
         raise bad_type("tolerance", "a float in (0, 1) (relative completeness gap)", tolerance)
     if not 0 < tolerance < 1:
@@ -130,14 +144,29 @@ def rows_on_path(xs: Sequence[Tensor], bs: Sequence[Tensor], examples: Tensor, a
 
 
 def rows_of(args: tuple, target: Target | None, n_examples: int, examples: Tensor) -> tuple[tuple, Target | None]:
-    """The extra forward arguments and the target for rows drawn from the examples ``examples``."""
+    """The extra forward arguments and the target for rows drawn from the examples ``examples``.
+
+    Example:
+        >>> target = Target(None, torch.tensor([[0], [1], [2]]))   # one index row per example
+        >>> args, rows = rows_of((torch.tensor([10.0, 20.0, 30.0]), "mode"), target, 3, torch.tensor([2, 2, 0]))
+        >>> args[0].tolist(), args[1], rows.per_example.tolist()
+        ([30.0, 30.0, 10.0], 'mode', [[2], [2], [0]])
+    """
     if target is not None and target.per_example is not None:
         target = Target(None, target.per_example[examples.to(target.per_example.device)])
     return take_examples(args, n_examples, examples), target
 
 
 def warn_unconverged(method: str, convergence: Convergence, change: Tensor, tolerance: float, max_steps: int) -> None:
-    """Issue :class:`IntegrationBudgetWarning` when some example missed ``tolerance`` within ``max_steps``."""
+    """Issue :class:`IntegrationBudgetWarning` when some example missed ``tolerance`` within ``max_steps``.
+
+    Example:
+        >>> conv = Convergence(torch.tensor([0.5, 0.0]), torch.tensor([256, 16]), torch.tensor([False, True]))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always"); warn_unconverged("ig", conv, torch.tensor([2.0, 1.0]), 1e-3, 256)
+        >>> caught[0].category.__name__, "1 of 2 examples" in str(caught[0].message)
+        ('IntegrationBudgetWarning', True)
+    """
     missed = ~convergence.converged
     if bool(missed.any()):
         rel = (convergence.delta.abs() / change.abs().clamp_min(torch.finfo(change.dtype).tiny)).reshape(-1, missed.numel())

@@ -154,7 +154,13 @@ def linearity_gap(attribute: Callable[[Callable], Attributions], model: Callable
 
 
 def state_of(model: nn.Module, inputs: Any = ()) -> dict:
-    """A snapshot of everything an attribution call must leave unchanged."""
+    """A snapshot of everything an attribution call must leave unchanged (compare two with :func:`state_changes`).
+
+    Example:
+        >>> snap = state_of(nn.Linear(2, 1), torch.ones(1, 2))
+        >>> sorted(snap), sorted(snap["parameters"]), snap["training"], len(snap["inputs"])
+        (['buffers', 'hooks', 'inputs', 'modules', 'parameters', 'training'], ['bias', 'weight'], {'': True}, 1)
+    """
     xs = inputs if isinstance(inputs, tuple) else (inputs,)
     return {
         "parameters": {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()},

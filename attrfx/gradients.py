@@ -104,7 +104,17 @@ def _unflatten(leaves: list, spec: Any) -> Any:
 
 
 def inference_tensors_refused(err: RuntimeError) -> bool:
-    """Whether plain autograd refused to save tensors made under ``torch.inference_mode`` (``torch.func`` can)."""
+    """Whether plain autograd refused to save tensors made under ``torch.inference_mode`` (``torch.func`` can).
+
+    Example:
+        >>> with torch.inference_mode():
+        ...     w = torch.ones(2)
+        >>> try:
+        ...     (torch.ones(2, requires_grad=True) * w).sum().backward()
+        ... except RuntimeError as err:
+        ...     inference_tensors_refused(err)
+        True
+    """
     return "Inference tensors" in str(err)
 
 
@@ -217,7 +227,15 @@ def neuron_cotangent(neuron: Neuron, hs: Activation) -> Activation:
 
 def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], args: tuple,
                   at_input: bool, only: Optional[LinearRows] = None) -> Callable[..., Tensor]:
-    """``x ↦ [n_k(x)]``, shape ``[K, N]``; the forward pass stops at the layer (``only``: :func:`prefix`)."""
+    """``x ↦ [n_k(x)]``, shape ``[K, N]``; the forward pass stops at the layer (``only``: :func:`prefix`).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> picks = [IndexNeuron((slice(None), 0), False), IndexNeuron((slice(None), 2), False)]   # K = 2
+        >>> values = neuron_values(net, net[1], picks, (), False)(torch.ones(4, 2))
+        >>> values.shape, torch.equal(values, net[:2](torch.ones(4, 2))[:, [0, 2]].T)
+        (torch.Size([2, 4]), True)
+    """
 
     def values(*xs: Tensor) -> Tensor:
         return stack_values(neurons, prefix(model, layer, xs, args, at_input, only))
@@ -226,14 +244,27 @@ def neuron_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], 
 
 
 def stack_values(neurons: Sequence[Neuron], hs: Activation) -> Tensor:
-    """The neurons' values ``[K, N]`` at the layer's activation ``hs``."""
+    """The neurons' values ``[K, N]`` at the layer's activation ``hs`` (a tuple of tensors ``[N, ...]``).
+
+    Example:
+        >>> h = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> stack_values([IndexNeuron((slice(None), 1), False), lambda hs: hs[0].sum(1)], (h,)).tolist()
+        [[2.0, 4.0], [3.0, 7.0]]
+    """
     return torch.stack([n(hs) for n in neurons])
 
 
 def prefix(model: Callable, layer: nn.Module, xs: Sequence[Tensor], args: tuple, at_input: bool,
            only: Optional[LinearRows]) -> Activation:
     """:func:`~attrfx.probe.forward_to_layer`, computing only the rows ``only`` of the Linear that feeds the
-    layer (:func:`~attrfx.slicing.only_rows`; all of it for None): the selected neurons are the same."""
+    layer (:func:`~attrfx.slicing.only_rows`; all of it for None): the selected neurons are the same.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> (h,) = prefix(net, net[1], (torch.ones(4, 2),), (), False, None)   # the activation: a tuple
+        >>> torch.equal(h, net[:2](torch.ones(4, 2)))
+        True
+    """
     with only_rows(only):
         return forward_to_layer(model, layer, xs, args, at_input=at_input)
 
@@ -257,7 +288,15 @@ def neuron_input_grads(model: Callable, layer: nn.Module, neurons: Sequence[Neur
 def neuron_input_grads_and_values(model: Callable, layer: nn.Module, neurons: Sequence[Neuron], xs: Sequence[Tensor],
                                   args: tuple, *, at_input: bool = False, each: Optional[Callable] = None,
                                   only: Optional[LinearRows] = None) -> tuple[tuple[Tensor, ...], Tensor]:
-    """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass."""
+    """:func:`neuron_input_grads` together with the neuron values ``[K, N]`` of the same forward pass.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> picks = [IndexNeuron((slice(None), 0), False), IndexNeuron((slice(None), 2), False)]   # K = 2
+        >>> (g,), values = neuron_input_grads_and_values(net, net[0], picks, (torch.ones(4, 2),), ())
+        >>> g.shape, values.shape, torch.equal(g[1, 0], net[0].weight[2])   # [K, N, ...] per input; [K, N]
+        (torch.Size([2, 4, 2]), torch.Size([2, 4]), True)
+    """
     hs, pull = vjp(lambda *points: prefix(model, layer, points, args, at_input, only), *xs)
     return pull_neurons(pull, neurons, hs, neurons_per_pass(model, len(neurons), hs), each), stack_values(neurons, hs)
 
@@ -275,6 +314,15 @@ def first_neuron_input_grads(model: Callable, layer: nn.Module,
     With a :class:`~attrfx.slicing.Guess` the pass computes only the guessed rows of a Linear;
     where the guess did not hold, or the pass failed after the narrowed Linear ran (code before the
     layer may have read the rows left out), it runs again with the whole Linear.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> picks = [IndexNeuron((slice(None), 0), False), IndexNeuron((slice(None), 2), False)]   # K = 2
+        >>> learn = lambda runs, counted, n: (print(len(runs), tuple(runs[0][0].shape), counted, n) or picks, False)
+        >>> (g,) = first_neuron_input_grads(net, net[0], learn, (torch.ones(4, 2),), ())
+        1 (4, 3) True 4
+        >>> g.shape, torch.equal(g[1, 0], net[0].weight[2])
+        (torch.Size([2, 4, 2]), True)
     """
     counted = [False]  # not in the aux output: torch.func.vjp (inference tensors) takes only tensors there
 
@@ -312,7 +360,14 @@ def output_input_grads(model: Callable, xs: Sequence[Tensor], args: tuple, targe
 
 def output_input_grads_and_value(model: Callable, xs: Sequence[Tensor], args: tuple, target: Target,
                                  check: Optional[Callable[[Any], None]] = None) -> tuple[tuple[Tensor, ...], Tensor]:
-    """:func:`output_input_grads` with the explained output ``F`` ``[N]`` of the same forward pass (detached)."""
+    """:func:`output_input_grads` with the explained output ``F`` ``[N]`` of the same forward pass (detached).
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> (g,), value = output_input_grads_and_value(net, (torch.ones(4, 3),), (), Target((1,), None))
+        >>> g.shape, torch.equal(value, net(torch.ones(4, 3))[:, 1].detach()), value.requires_grad
+        (torch.Size([4, 3]), True, False)
+    """
 
     def explained(*points):
         output = call_model(model, points, args)
@@ -326,14 +381,32 @@ def output_input_grads_and_value(model: Callable, xs: Sequence[Tensor], args: tu
 
 def layer_grads(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
                 target: Target) -> tuple[list[Activation], list[Activation]]:
-    """``(h, ∂F/∂h)`` at each probe site, for ``F`` the target-selected output."""
+    """``(h, ∂F/∂h)`` at each probe site, for ``F`` the target-selected output: per site, tensors ``[N, ...]``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> from attrfx.probe import inspect_layers
+        >>> sites = inspect_layers(net, [net[0], net[1]], (torch.ones(4, 2),), ())
+        >>> acts, grads = layer_grads(net, sites, (torch.ones(4, 2),), (), Target((0,), None))
+        >>> len(grads), acts[1][0].shape, grads[1][0].shape, torch.equal(grads[1][0][0], net[2].weight[0])
+        (2, torch.Size([4, 3]), torch.Size([4, 3]), True)
+    """
     acts, grads, _ = layer_grads_and_output(model, sites, xs, args, target)
     return acts, grads
 
 
 def layer_grads_and_output(model: Callable, sites: Sequence[LayerInfo], xs: Sequence[Tensor], args: tuple,
                            target: Target) -> tuple[list[Activation], list[Activation], Tensor]:
-    """``(h, ∂F/∂h, F)``: :func:`layer_grads` with the explained output ``[N]`` of the same pass."""
+    """``(h, ∂F/∂h, F)``: :func:`layer_grads` with the explained output ``[N]`` of the same pass.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> from attrfx.probe import inspect_layers
+        >>> sites = inspect_layers(net, [net[1]], (torch.ones(4, 2),), ())
+        >>> acts, grads, value = layer_grads_and_output(net, sites, (torch.ones(4, 2),), (), Target((0,), None))
+        >>> grads[0][0].shape, torch.equal(value, net(torch.ones(4, 2))[:, 0])
+        (torch.Size([4, 3]), True)
+    """
     n, device = xs[0].shape[0], xs[0].device
 
     def explained(deltas):
@@ -354,6 +427,15 @@ def first_layer_grads_and_output(model: Callable, layers: Sequence[nn.Module], x
     One pass with :func:`~attrfx.probe.forward_with_output_probe`, which runs the
     whole model and so sees every run of each layer; ``learn(runs, output, n)`` checks
     the layers and the target before the backward pass (``n`` the rows of the pass).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> learn = lambda runs, output, n: print(len(runs[0]), tuple(output.shape), n)   # runs per layer
+        >>> acts, grads, value = first_layer_grads_and_output(net, [net[1]], (torch.ones(4, 2),), (),
+        ...                                                   Target((0,), None), learn)
+        1 (4, 1) 4
+        >>> acts[0][0].shape, grads[0][0].shape, value.shape
+        (torch.Size([4, 3]), torch.Size([4, 3]), torch.Size([4]))
     """
     with torch.enable_grad():
         runs, deltas, output = forward_with_output_probe(model, layers, xs, args)
@@ -374,6 +456,15 @@ def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron
     (:func:`pull_neurons`). ``only``: the rows of the Linear feeding the layer that
     the neurons read; the pass computes all of it, but the neurons' backward passes
     go through those rows alone (:func:`~attrfx.slicing.rows_with_gradients`).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> picks = [IndexNeuron((slice(None), 0), False), IndexNeuron((slice(None), 2), False)]   # K = 2
+        >>> from attrfx.probe import inspect_layers
+        >>> (site,) = inspect_layers(net, [net[0]], (torch.ones(4, 2),), ())
+        >>> (dn_dx,), dF_dn = conductance_grads(net, site, picks, (torch.ones(4, 2),), (), Target((0,), None))
+        >>> dn_dx.shape, dF_dn.shape
+        (torch.Size([2, 4, 2]), torch.Size([2, 4]))
     """
     input_grads, rates, _ = conductance_grads_and_values(model, site, neurons, xs, args, target, each, only)
     return input_grads, rates
@@ -382,7 +473,17 @@ def conductance_grads(model: Callable, site: LayerInfo, neurons: Sequence[Neuron
 def conductance_grads_and_values(model: Callable, site: LayerInfo, neurons: Sequence[Neuron], xs: Sequence[Tensor],
                                  args: tuple, target: Target, each: Optional[Callable] = None,
                                  only: Optional[LinearRows] = None) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
-    """:func:`conductance_grads` with the neuron values ``n_k`` ``[K, N]`` of the same forward pass."""
+    """:func:`conductance_grads` with the neuron values ``n_k`` ``[K, N]`` of the same forward pass.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> picks = [IndexNeuron((slice(None), 0), False), IndexNeuron((slice(None), 2), False)]   # K = 2
+        >>> from attrfx.probe import inspect_layers
+        >>> (site,) = inspect_layers(net, [net[0]], (torch.ones(4, 2),), ())
+        >>> _, _, values = conductance_grads_and_values(net, site, picks, (torch.ones(4, 2),), (), Target((0,), None))
+        >>> values.shape, torch.equal(values, net[0](torch.ones(4, 2))[:, [0, 2]].T)
+        (torch.Size([2, 4]), True)
+    """
     n = xs[0].shape[0]
 
     def activation(*points):

@@ -44,12 +44,24 @@ def as_tuple(inputs: Inputs, arg: str = "inputs") -> tuple[tuple[Tensor, ...], b
 
 
 def restore(values: Sequence[Tensor], was_tuple: bool) -> Inputs:
-    """Give results the structure of the inputs: a tensor for a tensor, a tuple for a tuple."""
+    """Give results the structure of the inputs: a tensor for a tensor, a tuple for a tuple.
+
+    Example:
+        >>> restore([torch.ones(2)], False).shape, len(restore([torch.ones(2), torch.ones(3)], True))
+        (torch.Size([2]), 2)
+    """
     return tuple(values) if was_tuple else values[0]
 
 
 def require_float(xs: tuple[Tensor, ...], arg: str = "inputs") -> None:
-    """Gradients with respect to ``xs`` need floating-point tensors."""
+    """Gradients with respect to ``xs`` need floating-point tensors.
+
+    Example:
+        >>> require_float((torch.zeros(2, 3),))          # fine; integer ids raise, naming `inputs`
+        >>> require_float((torch.zeros(2, 3, dtype=torch.long),))
+        Traceback (most recent call last):
+        attrfx._errors.AttrfxValueError: `inputs` must be floating-point tensors ...
+    """
     for x in xs:
         if not x.is_floating_point():
             raise bad_value(arg, "floating-point tensors to take gradients with respect to them (for token ids, "
@@ -57,8 +69,8 @@ def require_float(xs: tuple[Tensor, ...], arg: str = "inputs") -> None:
                             "them, e.g. called with inputs_embeds=)", f"dtype {x.dtype}")
 
 
-def format_baselines(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """One baseline per input, as a tensor that broadcasts to that input's shape.
+def format_baselines(baselines: Any, xs: tuple[Tensor, ...], arg: str = "baselines") -> tuple[Tensor, ...]:
+    """One baseline per input, as a tensor that broadcasts to that input's shape (``arg`` names them in errors).
 
     ``None`` means zeros; a number is used everywhere; a tensor may be shaped
     like the input or broadcast to it (e.g. dim 0 of size 1). Baselines take the
@@ -72,20 +84,20 @@ def format_baselines(baselines: Any, xs: tuple[Tensor, ...]) -> tuple[Tensor, ..
         return tuple(torch.zeros((), dtype=x.dtype, device=x.device) for x in xs)
     bs = baselines if isinstance(baselines, tuple) else (baselines,)
     if len(bs) != len(xs):
-        raise bad_value("baselines", f"one baseline per input ({len(xs)})", f"{len(bs)} baselines")
-    return tuple(_one_baseline(b, x, i) for i, (b, x) in enumerate(zip(bs, xs)))
+        raise bad_value(arg, f"one baseline per input ({len(xs)})", f"{len(bs)} baselines")
+    return tuple(_one_baseline(b, x, f"{arg}[{i}]") for i, (b, x) in enumerate(zip(bs, xs)))
 
 
-def _one_baseline(b: Any, x: Tensor, i: int) -> Tensor:
+def _one_baseline(b: Any, x: Tensor, arg: str) -> Tensor:
     if isinstance(b, bool) or not isinstance(b, (int, float, Tensor)):
-        raise bad_type(f"baselines[{i}]", "None, a number or a torch.Tensor", b)
-    b = _cast(b, x, f"baselines[{i}]")
+        raise bad_type(arg, "None, a number or a torch.Tensor", b)
+    b = _cast(b, x, arg)
     try:
         fits = torch.broadcast_shapes(b.shape, x.shape) == x.shape
     except RuntimeError:
         fits = False
     if not fits:
-        raise bad_value(f"baselines[{i}]", f"a number or a tensor that broadcasts to the input shape "
+        raise bad_value(arg, f"a number or a tensor that broadcasts to the input shape "
                         f"{tuple(x.shape)}", f"shape {tuple(b.shape)}")
     return b
 
@@ -116,6 +128,10 @@ def format_distribution(baselines: Any, inputs: Inputs, xs: tuple[Tensor, ...]) 
     ``baselines`` is a tensor (or tuple) whose dims after the first match the
     input's, or a callable that returns one (called with ``inputs``, or with
     nothing if it takes no arguments, as in Captum).
+
+    Example:
+        >>> [b.shape for b in format_distribution(torch.zeros(7, 3), torch.ones(2, 3), (torch.ones(2, 3),))]
+        [torch.Size([7, 3])]
     """
     if callable(baselines) and not isinstance(baselines, Tensor):
         baselines = baselines() if _takes_nothing(baselines) else baselines(inputs)
@@ -141,21 +157,37 @@ def _takes_nothing(fn: Any) -> bool:
 
 
 def format_args(additional_forward_args: Any) -> tuple:
-    """Extra forward arguments as a tuple (``None`` → empty)."""
+    """Extra forward arguments as a tuple (``None`` → empty).
+
+    Example:
+        >>> format_args(None), format_args(3), format_args((1, "a"))
+        ((), (3,), (1, 'a'))
+    """
     if additional_forward_args is None:
         return ()
     return additional_forward_args if isinstance(additional_forward_args, tuple) else (additional_forward_args,)
 
 
 def repeat_args(args: tuple, n_examples: int, times: int) -> tuple:
-    """Repeat tensors whose dim 0 is the example dimension ``times`` times (path/sample axis first)."""
+    """Repeat tensors whose dim 0 is the example dimension ``times`` times (path/sample axis first).
+
+    Example:
+        >>> scale, flag = repeat_args((torch.tensor([[1.0], [2.0]]), True), 2, 3)
+        >>> scale.flatten().tolist(), flag          # 3 blocks of the 2 examples
+        ([1.0, 2.0, 1.0, 2.0, 1.0, 2.0], True)
+    """
     if times == 1:
         return args
     return tuple(_repeat(a, times) if _per_example(a, n_examples) else a for a in args)
 
 
 def take_examples(args: tuple, n_examples: int, index: slice) -> tuple:
-    """Slice the per-example tensors among ``args``."""
+    """Slice the per-example tensors among ``args``.
+
+    Example:
+        >>> take_examples((torch.tensor([10, 20, 30]), torch.zeros(1)), 3, torch.tensor([2, 0]))[0].tolist()
+        [30, 10]
+    """
     return tuple(a[index] if _per_example(a, n_examples) else a for a in args)
 
 
@@ -168,6 +200,11 @@ def _repeat(a: Tensor, times: int) -> Tensor:
 
 
 def fold(points: Tensor) -> Tensor:
-    """``[S, B, ...] → [S·B, ...]``: path points become one batch."""
+    """``[S, B, ...] → [S·B, ...]``: path points become one batch.
+
+    Example:
+        >>> fold(torch.zeros(5, 2, 3)).shape
+        torch.Size([10, 3])
+    """
     return points.reshape((-1,) + tuple(points.shape[2:]))
 

@@ -16,7 +16,13 @@ from ._errors import bad_type, bad_value
 
 
 def make_generator(generator: Optional[torch.Generator]) -> torch.Generator:
-    """``generator`` itself, or a fresh one seeded from the OS (the global RNG is untouched)."""
+    """``generator`` itself, or a fresh one seeded from the OS (the global RNG is untouched).
+
+    Example:
+        >>> g, state = torch.Generator().manual_seed(0), torch.get_rng_state()
+        >>> make_generator(g) is g, type(make_generator(None)).__name__, torch.equal(state, torch.get_rng_state())
+        (True, 'Generator', True)
+    """
     if generator is None:
         fresh = torch.Generator()
         fresh.seed()
@@ -62,13 +68,28 @@ def sample_baselines(distributions: Sequence[Tensor], n_samples: int, n_examples
 
 
 def uniform(n_samples: int, n_examples: int, like: Tensor, generator: torch.Generator) -> Tensor:
-    """Coefficients ``u ~ U(0, 1)``, shape ``[S, B]``."""
+    """Coefficients ``u ~ U(0, 1)``, shape ``[S, B]``, in ``like``'s dtype and on its device.
+
+    Example:
+        >>> u = uniform(4, 2, torch.zeros((), dtype=torch.float64), torch.Generator().manual_seed(0))
+        >>> u.shape, u.dtype, bool(((u >= 0) & (u < 1)).all())
+        (torch.Size([4, 2]), torch.float64, True)
+    """
     u = torch.rand((n_samples, n_examples), generator=generator, dtype=like.dtype, device=generator.device)
     return u.to(like.device)
 
 
 def per_input(value: Union[float, Sequence[float]], n_inputs: int, arg: str) -> tuple[float, ...]:
-    """A non-negative float per input (one float is used for all)."""
+    """A non-negative float per input (one float is used for all).
+
+    Example:
+        >>> per_input(0.5, 2, "stdevs"), per_input((1, 0.25), 2, "stdevs")
+        ((0.5, 0.5), (1.0, 0.25))
+        >>> per_input((1.0,), 2, "stdevs")
+        Traceback (most recent call last):
+        ...
+        attrfx._errors.AttrfxValueError: `stdevs` must be a float or one float per input (2); got 1 values.
+    """
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n_inputs
     if len(values) != n_inputs:
         raise bad_value(arg, f"a float or one float per input ({n_inputs})", f"{len(values)} values")

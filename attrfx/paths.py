@@ -47,7 +47,12 @@ def path_velocity(path: Path, xs: Sequence[Tensor], bs: Sequence[Tensor], alphas
 
 
 def steps_per_chunk(internal_batch_size: Optional[int], n_examples: int, n_points: int) -> int:
-    """How many path points to evaluate at once: all, or ``internal_batch_size // B`` (at least 1)."""
+    """How many path points to evaluate at once: all, or ``internal_batch_size // B`` (at least 1).
+
+    Example:
+        >>> steps_per_chunk(None, 4, 50), steps_per_chunk(100, 4, 50), steps_per_chunk(2, 4, 50)
+        (50, 25, 1)
+    """
     if internal_batch_size is None:
         return n_points
     return max(1, check_count("internal_batch_size", internal_batch_size, expected="None or a positive int") // n_examples)

@@ -121,6 +121,13 @@ def resolve_layer(model: Callable, layer: Layer, arg: str = "layer") -> nn.Modul
 
 
 def layer_name(model: Callable, module: nn.Module) -> str:
+    """How errors name ``module``: its quoted dotted name in ``model``, or its type for a plain-function model.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> layer_name(net, net[1]), layer_name(net, net), layer_name(lambda x: x, net[1])
+        ("'1'", 'the model itself', 'ReLU')
+    """
     if isinstance(model, nn.Module):
         for name, m in model.named_modules():
             if m is module:
@@ -602,7 +609,17 @@ def _writable(h: Tensor) -> bool:
 
 
 def tensor_version(t: Tensor) -> Optional[int]:
-    """``t``'s version counter (bumped by every in-place change); None for tensors that keep none."""
+    """``t``'s version counter (bumped by every in-place change); None for tensors that keep none.
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> before = tensor_version(x); _ = x.add_(1)
+        >>> tensor_version(x) - before
+        1
+        >>> with torch.inference_mode():
+        ...     tensor_version(torch.zeros(2)) is None
+        True
+    """
     try:
         return t._version
     except RuntimeError:  # an inference tensor
@@ -619,7 +636,16 @@ class Inspection(NamedTuple):
 
 def inspect_layers(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
                    *, at_input: bool = False) -> list[LayerInfo]:
-    """The probe sites for ``layers`` (see :func:`inspect`)."""
+    """The probe sites for ``layers`` (see :func:`inspect`).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> (site,) = inspect_layers(net, [net[1]], (torch.ones(4, 2),), ())
+        >>> site.shapes, site.dtypes, site.is_tuple   # per tensor of the activation, without the example dim
+        (((3,),), (torch.float32,), False)
+        >>> inspect_layers(net, [net[2]], (torch.ones(4, 2),), (), at_input=True)[0].sources[0].kind  # made by net[1]
+        'output'
+    """
     return inspect(model, layers, xs, args, at_input=at_input).sites
 
 
@@ -636,6 +662,14 @@ def inspect(model: Callable, layers: Sequence[nn.Module], xs: Sequence[Tensor], 
     no cost (no graph is recorded), for callers that use no activation or output *values*. Any failure
     of that pass falls back to the usual pass on ``min(2, N)`` examples, which
     then reports the error.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> seen = inspect(net, [net[1]], (torch.ones(4, 2),), ())   # training mode: min(2, N) real rows
+        >>> seen.sites[0].shapes, seen.activations[0][0].shape, seen.output.shape
+        (((3,),), torch.Size([2, 3]), torch.Size([2, 1]))
+        >>> inspect(net.eval(), [net[1]], (torch.ones(4, 2),), (), empty=True).output.shape
+        torch.Size([0, 1])
     """
     if empty and isinstance(model, nn.Module) and not in_training(model):
         try:
@@ -679,6 +713,16 @@ def site_info(model: Callable, layer: nn.Module, runs: Sequence[Activation], n: 
 
     Raises a clear error unless the layer ran exactly once with the example
     dimension first; ``sources`` default to the layer's own output.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> site = site_info(net, net[1], [(torch.zeros(4, 3),)], 4)   # one run, one tensor [N, 3]
+        >>> site.shapes, site.sources[0].kind
+        (((3,),), 'output')
+        >>> site_info(net, net[1], [(torch.zeros(4, 3),)] * 2, 4)
+        Traceback (most recent call last):
+        ...
+        attrfx._errors.AttrfxValueError: `layer` must be a module that runs exactly once per forward pass; got layer '1', which ran 2 times in one forward pass.
     """
     if len(runs) != 1:
         what = "did not run" if not runs else f"ran {len(runs)} times"
@@ -697,5 +741,12 @@ def site_info(model: Callable, layer: nn.Module, runs: Sequence[Activation], n: 
 
 
 def zero_deltas(info: LayerInfo, n: int, device: torch.device) -> Activation:
-    """Zero perturbations ``δ`` for ``n`` rows of a layer's activation."""
+    """Zero perturbations ``δ`` for ``n`` rows of a layer's activation: one tensor ``[n, ...]`` per activation tensor.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> (site,) = inspect_layers(net, [net[1]], (torch.ones(4, 2),), ())
+        >>> [(d.shape, d.dtype) for d in zero_deltas(site, 6, torch.device("cpu"))]   # e.g. 3 path points × B = 2
+        [(torch.Size([6, 3]), torch.float32)]
+    """
     return tuple(torch.zeros((n,) + s, dtype=d, device=device) for s, d in zip(info.shapes, info.dtypes))

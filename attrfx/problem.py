@@ -179,6 +179,14 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
     conductance) say so with ``narrows``: under the same conditions, where such a Linear is likely, those
     rows are found (:mod:`attrfx.slicing`) — by tracing the inspection pass, or, for a deferrable method,
     guessed for its first pass and confirmed by a trace of it.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> p = neuron_problem(net, "1", torch.ones(4, 2), [0, 2], None, False)   # a list of K = 2 selectors
+        >>> p.info.shapes, len(p.neurons), [g.shape for g in p.input_grads(p.xs)]   # [K, N, ...] per input
+        (((3,),), 2, [torch.Size([2, 4, 2])])
+        >>> p.result(p.input_grads(p.xs)).shape   # the user's structure: K kept for a list
+        torch.Size([2, 4, 2])
     """
     xs, was_tuple = as_tuple(inputs)
     if need_float:
@@ -204,6 +212,13 @@ def neuron_problem(model: Callable, layer: Any, inputs: Inputs, selector: Any, a
 
 
 def times_inputs(values: tuple[Tensor, ...], xs, bs, multiply_by_inputs: bool) -> tuple[Tensor, ...]:
+    """``values·(x − b)`` per input with ``multiply_by_inputs`` (``[K, N, ...]`` values broadcast), else ``values``.
+
+    Example:
+        >>> values, xs, bs = (torch.tensor([[[2.0, 3.0]]]),), (torch.tensor([[1.0, 2.0]]),), (torch.zeros(()),)
+        >>> times_inputs(values, xs, bs, True)[0].tolist(), times_inputs(values, xs, bs, False)[0].tolist()
+        ([[[2.0, 6.0]]], [[[2.0, 3.0]]])
+    """
     if not multiply_by_inputs:
         return values
     return tuple(v * (x - b) for v, x, b in zip(values, xs, bs))
@@ -272,6 +287,13 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
     real rows (models in training mode and plain functions take ``min(2, N)`` real rows).
     ``deferrable`` (methods whose work is :meth:`LayerProblem.grads`) skips it where the first real
     pass can do its checks: plain autograd, an ``nn.Module`` in eval mode, the layers' outputs.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> p = layer_problem(net, ["1"], torch.ones(4, 2), 0, None, False)
+        >>> acts, grads = p.grads(p.xs)   # per layer, a tuple of tensors [N, ...]
+        >>> [site.shapes for site in p.infos], acts[0][0].shape, grads[0][0].shape
+        ([((3,),)], torch.Size([4, 3]), torch.Size([4, 3]))
     """
     xs, _ = as_tuple(inputs)
     args = format_args(additional_forward_args)
@@ -287,7 +309,17 @@ def layer_problem(model: Callable, layers: Sequence[Any], inputs: Inputs, target
 
 def inspected_sites(model: Callable, modules: Sequence[nn.Module], xs: Sequence[Tensor], args: tuple,
                     at_input: bool, target: Target) -> list[LayerInfo]:
-    """The layers' probe sites from the inspection pass, with the layers and the target checked."""
+    """The layers' probe sites from the inspection pass, with the layers and the target checked.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> [s.shapes for s in inspected_sites(net, [net[1]], (torch.ones(4, 2),), (), False, Target((0,), None))]
+        [((3,),)]
+        >>> inspected_sites(net, [net[1]], (torch.ones(4, 2),), (), False, Target((1,), None))
+        Traceback (most recent call last):
+        ...
+        attrfx._errors.AttrfxValueError: `target` must be in range for the model output of shape (N, 1); got 1 for dimension 1 of size 1.
+    """
     seen = inspect(model, modules, xs, args, at_input=at_input, empty=True)
     _check_sites(seen.sites, at_input)
     check_target(seen.output, target)
@@ -303,12 +335,26 @@ def _check_sites(sites: Sequence[LayerInfo], at_input: bool) -> None:
 
 
 def as_layer_result(values: Sequence[Tensor]) -> Union[Tensor, tuple[Tensor, ...]]:
-    """A tensor for a one-tensor activation, a tuple otherwise."""
+    """A tensor for a one-tensor activation, a tuple otherwise.
+
+    Example:
+        >>> t = torch.zeros(2, 3)
+        >>> as_layer_result([t]) is t, len(as_layer_result([t, t]))
+        (True, 2)
+    """
     return values[0] if len(values) == 1 else tuple(values)
 
 
 def require_module(model: Any) -> None:
-    """The error for a rule-based method given a plain function: its rules hook the model's modules."""
+    """The error for a rule-based method given a plain function: its rules hook the model's modules.
+
+    Example:
+        >>> require_module(nn.ReLU())
+        >>> require_module(torch.relu)
+        Traceback (most recent call last):
+        ...
+        attrfx._errors.AttrfxTypeError: `model` must be an nn.Module (rule-based methods hook its nonlinearity modules; wrap a plain function in an nn.Module whose nonlinearities are submodules); got builtin_function_or_method.
+    """
     if not isinstance(model, nn.Module):
         raise bad_type("model", "an nn.Module (rule-based methods hook its nonlinearity modules; "
                        "wrap a plain function in an nn.Module whose nonlinearities are submodules)", model)
@@ -317,13 +363,26 @@ def require_module(model: Any) -> None:
 def rule_problem(model: Any, layer: Any, inputs: Any, selector: Any, additional_forward_args: Any,
                   at_input: bool) -> NeuronProblem:
     """Set up a rule-based attribution: an ``nn.Module`` model; only the neuron's gradient is needed (no target),
-    so the layer is learned from the first pass where it can be (``deferrable``), which runs only to the layer."""
+    so the layer is learned from the first pass where it can be (``deferrable``), which runs only to the layer.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU()).eval()
+        >>> p = rule_problem(net, "1", torch.ones(4, 2), 1, None, False)
+        >>> p.neurons is None, p.result(p.input_grads(p.xs)).shape, p.info.shapes   # learned on the first pass
+        (True, torch.Size([4, 2]), ((3,),))
+    """
     require_module(model)
     return neuron_problem(model, layer, inputs, selector, additional_forward_args, at_input, batch_total_ok=True,
                           deferrable=True, narrows=True)
 
 
 def gradient_under(rule_map: rules.RuleMap, p: Union[NeuronProblem, OutputProblem]) -> Any:
-    """``∂n/∂x`` (or ``∂F/∂x``) while ``rule_map`` overrides the model's nonlinearities."""
+    """``∂n/∂x`` (or ``∂F/∂x``) in the inputs' structure while ``rule_map`` overrides the model's nonlinearities.
+
+    Example:
+        >>> p = output_problem(nn.Sequential(nn.ReLU()), torch.tensor([[-1.0, 2.0]]), 0, None)
+        >>> gradient_under(rules.DECONVOLUTION, p).tolist(), gradient_under(rules.GUIDED_BACKPROP, p).tolist()
+        ([[1.0, 0.0]], [[0.0, 0.0]])
+    """
     with rules.applied(p.model, rule_map):
         return p.result(p.input_grads(p.xs))

@@ -105,7 +105,13 @@ def as_rule(value: Any, arg: str = "rules") -> Rule:
 
 
 def leaves(model: nn.Module) -> list[nn.Module]:
-    """The modules of ``model`` without submodules, where rules act (``model`` itself if it has none)."""
+    """The modules of ``model`` without submodules, where rules act (``model`` itself if it has none).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 1)))
+        >>> [type(m).__name__ for m in leaves(net)], leaves(nn.ReLU())
+        (['Linear', 'ReLU', 'Linear'], [ReLU()])
+    """
     return [m for m in submodules(model) if not any(c is not None for c in m._modules.values())]
 
 
@@ -219,6 +225,13 @@ def modified_forward(module: nn.Module, x: Tensor, rule: Rule) -> Tensor:
     The module's own parameters are never changed (threads may share it): the modified
     weights go to the functional form of Linear, Conv1d/2d/3d and BatchNorm1d/2d/3d. A
     module without a weight runs its own ``forward`` (no hooks).
+
+    Example:
+        >>> lin = nn.Linear(2, 1).requires_grad_(False)
+        >>> lin.weight[:], lin.bias[:] = torch.tensor([[1.0, -2.0]]), 0.5
+        >>> given = [("epsilon", {}), ("gamma", {"gamma": 1.0}), ("alpha1_beta0", {"set_bias_to_zero": True})]
+        >>> [modified_forward(lin, torch.ones(1, 2), as_rule(r)).item() for r in given]   # W, W + W⁺, W⁺ without b
+        [-0.5, 0.5, 1.0]
     """
     weight = getattr(module, "weight", None)
     if rule.kind in ("epsilon", "identity") or not isinstance(weight, Tensor):
@@ -288,6 +301,14 @@ def applied(model: nn.Module, plan: Mapping[nn.Module, Rule]) -> _rules.applied:
 
 
 def describe(model: nn.Module, plan: Mapping[nn.Module, Rule]) -> list[str]:
-    """One line per leaf module: its rule (what ``verbose=True`` prints)."""
+    """One line per leaf module: its rule (what ``verbose=True`` prints).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> for line in describe(net, rule_plan(net, None)):
+        ...     print(line)
+        Applied epsilon rule {'epsilon': 1e-09} on layer '0' (Linear)
+        Applied identity rule {} on layer '1' (ReLU)
+    """
     return [f"Applied {rule.kind} rule {dict(rule.params)} on layer {layer_name(model, module)} "
             f"({type(module).__name__})" for module, rule in plan.items()]

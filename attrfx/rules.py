@@ -300,6 +300,13 @@ def rescale_softmax(module: nn.Module, x: Tensor, y: Tensor, eps: float = EPS) -
     Captum subtracts the mean over the whole batch, which couples examples;
     here the mean is taken per example (over its input and reference rows),
     which equals Captum's for one example.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0], [0.0, 0.0]], requires_grad=True)   # [input; reference] rows (2N)
+        >>> y = rescale_softmax(nn.Softmax(dim=1), x, x.softmax(1))
+        >>> y[:, 0].sum().backward()    # Δy₀/Δx₀ = −0.2311 at feature 0, less the example's mean multiplier
+        >>> torch.equal(y, x.softmax(1)), [[round(v, 4) for v in row] for row in x.grad.tolist()]
+        (True, [[-0.1155, 0.1155], [-0.1155, 0.1155]])
     """
     dim = module.dim if module.dim is not None else (0 if x.dim() in (0, 1, 3) else 1)
     return _RescaleSoftmax.apply(x, y, dim, eps)
@@ -313,6 +320,13 @@ def rescale_maxpool(module: nn.Module, x: Tensor, y: Tensor, eps: float = EPS) -
     ``Δx``; the ordinary gradient where ``|Δx| < eps``. Windows that share an
     argmax (stride < kernel) add their shares, as the ordinary gradient does
     (Captum's ``max_unpool`` keeps one of them).
+
+    Example:
+        >>> pool = nn.MaxPool1d(2)
+        >>> x = torch.tensor([[[1.0, 3.0]], [[0.0, 0.0]]], requires_grad=True)   # [input; reference], [2N, C, L]
+        >>> rescale_maxpool(pool, x, pool(x)).sum().backward()
+        >>> x.grad.tolist()   # Δy = 3 − 0 to the input's argmax, over its Δx = 3
+        [[[0.0, 1.0]], [[0.0, 1.0]]]
     """
     if module.return_indices:
         raise AttrfxValueError(f"the DeepLift rule for {type(module).__name__} needs return_indices=False.")
@@ -449,6 +463,15 @@ def warn_uncovered(method: str, ruling: applied, explained: str = "neuron") -> N
     (``explained``: what the attributions should sum the change of, "neuron" or "output").
 
     (``stacklevel`` points at the line that called the public method.)
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.GELU())
+        >>> with applied(net, DEEPLIFT_RESCALE) as ruling:
+        ...     _ = net(torch.ones(2, 2))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always"); warn_uncovered("deeplift", ruling)
+        >>> ruling.uncovered, caught[0].category.__name__
+        (["'1' (GELU)"], 'RuleCoverageWarning')
     """
     names = ruling.uncovered
     if names:

@@ -65,7 +65,18 @@ def neuron_selectors(selector: Any, info: LayerInfo, arg: str = "selector",
 
 
 def neuron_selector(selector: Any, info: LayerInfo, arg: str = "selector", *, batch_total_ok: bool = False) -> Neuron:
-    """The function ``activation → neuron value per example`` for one selector."""
+    """The function ``activation → neuron value per example`` for one selector.
+
+    Example:
+        >>> from torch import nn
+        >>> from attrfx.probe import inspect_layers
+        >>> net = nn.Sequential(nn.Unflatten(1, (3, 4)))
+        >>> (info,) = inspect_layers(net, [net[0]], (torch.zeros(2, 12),), ())
+        >>> pick = neuron_selector((1, 3), info); pick
+        IndexNeuron(index=(slice(None, None, None), 1, 3), sums=False)
+        >>> pick((torch.arange(24.).reshape(2, 3, 4),)).tolist()   # the activation is a tuple; one value per row
+        [7.0, 19.0]
+    """
     if callable(selector):
         return _callable_neuron(selector, info, arg, batch_total_ok)
     index = as_index(selector, arg)

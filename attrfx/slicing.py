@@ -44,7 +44,14 @@ ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GEL
 
 
 def plain_linear(module: nn.Module) -> bool:
-    """Whether ``module`` is an ``nn.Linear`` running ``nn.Linear``'s own forward."""
+    """Whether ``module`` is an ``nn.Linear`` running ``nn.Linear``'s own forward.
+
+    Example:
+        >>> class Scaled(nn.Linear):
+        ...     def forward(self, x): return 2 * super().forward(x)
+        >>> plain_linear(nn.Linear(2, 2)), plain_linear(Scaled(2, 2)), plain_linear(nn.ReLU())
+        (True, False, False)
+    """
     return isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward
 
 
@@ -242,7 +249,14 @@ def selected_rows(neurons: Sequence[Neuron], size: int) -> Optional[Tensor]:
 
 
 def picked_rows(neurons: Sequence[Neuron], size: int) -> Optional[list[int]]:
-    """:func:`selected_rows` as a list of ints."""
+    """:func:`selected_rows` as a list of ints.
+
+    Example:
+        >>> picked_rows([IndexNeuron((slice(None), 0, 5), False), IndexNeuron((slice(None), 1, slice(2, 4)), True)], 16)
+        [2, 3, 5]
+        >>> picked_rows([IndexNeuron((slice(None), 0, slice(None)), True)], 16) is None   # all 16: no narrowing
+        True
+    """
     picked: set[int] = set()
     for neuron in neurons:
         if not isinstance(neuron, IndexNeuron) or len(neuron.index) < 2:

@@ -54,6 +54,10 @@ CONV_CALLS = {
     "neuron_deconvolution": lambda m: attrfx.neuron_deconvolution(m, "fc", CONV_X, 3),
     "neuron_feature_ablation": lambda m: attrfx.neuron_feature_ablation(m, "conv2", CONV_X, (0, 2, 2),
                                                                         perturbations_per_eval=32),
+    "layer_feature_ablation": lambda m: attrfx.layer_feature_ablation(m, "pool", CONV_X, target=[0, 3, 2],
+                                                                      layer_baselines=0.1),
+    "layer_feature_permutation": lambda m: attrfx.layer_feature_permutation(
+        m, "act2", CONV_X, target=1, perturbations_per_eval=4, generator=torch.Generator().manual_seed(0)),
     "layer_gradient_x_activation": lambda m: attrfx.layer_gradient_x_activation(m, ["conv1", "act2"], CONV_X, target=0),
     "layer_lrp": lambda m: attrfx.layer_lrp(m, "conv2", CONV_X, target=1, attribute_to_layer_input=True,
                                             rules={"act2": ("identity", {}), nn.Conv2d: ("gamma", {"gamma": 0.5})}),
@@ -85,6 +89,7 @@ CONV_GROUPS = [
     ["layer_activation", "layer_gradient_shap", "neuron_gradient", "layer_gradcam"],
     ["layer_integrated_gradients", "neuron_deeplift", "layer_conductance", "neuron_gradient"],
     ["layer_lrp", "neuron_gradient", "layer_gradcam", "neuron_deeplift"],
+    ["layer_feature_ablation", "neuron_guided_backprop", "layer_feature_permutation", "neuron_gradient"],
 ]
 NORMED_GROUPS = [
     ["neuron_gradient", "neuron_guided_backprop", "layer_conductance", "layer_gradient_x_activation"],

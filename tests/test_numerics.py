@@ -45,6 +45,9 @@ ALL = {
     "neuron_guided_backprop": lambda m, x, at=AT, **kw: attrfx.neuron_guided_backprop(m, at[0], x, at[1], **kw),
     "neuron_deconvolution": lambda m, x, at=AT, **kw: attrfx.neuron_deconvolution(m, at[0], x, at[1], **kw),
     "neuron_feature_ablation": lambda m, x, at=AT, **kw: attrfx.neuron_feature_ablation(m, at[0], x, at[1], **kw),
+    "layer_feature_ablation": lambda m, x, at=AT, **kw: attrfx.layer_feature_ablation(m, at[0], x, target=2, **kw),
+    "layer_feature_permutation": lambda m, x, at=AT, **kw: attrfx.layer_feature_permutation(  # a shuffle within each
+        m, at[0], x, target=2, perm_func=lambda h, mask: torch.where(mask, h.flip(1), h), **kw),  # example: exact
     "layer_gradient_x_activation": lambda m, x, at=AT, **kw: attrfx.layer_gradient_x_activation(
         m, at[0], x, target=2, **kw),
     "layer_gradcam": lambda m, x, at=AT, **kw: attrfx.layer_gradcam(m, at[0], x, target=2, **kw),

@@ -58,6 +58,10 @@ CALLS = {
                                                                               additional_forward_args=s),
     "neuron_feature_ablation": lambda m, x, b, t, s: attrfx.neuron_feature_ablation(
         m, "act", x, 1, baselines=b, perturbations_per_eval=2, additional_forward_args=s),
+    "layer_feature_ablation": lambda m, x, b, t, s: attrfx.layer_feature_ablation(
+        m, "act", x, layer_baselines=0.5, target=t, perturbations_per_eval=3, additional_forward_args=s),
+    "layer_feature_permutation": lambda m, x, b, t, s: attrfx.layer_feature_permutation(
+        m, "fc", x, target=t, additional_forward_args=s, generator=torch.Generator()),
     "layer_gradient_x_activation": lambda m, x, b, t, s: attrfx.layer_gradient_x_activation(
         m, ["fc", "act"], x, target=t, additional_forward_args=s),
     "layer_lrp": lambda m, x, b, t, s: attrfx.layer_lrp(m, "act", x, target=t, additional_forward_args=s,

@@ -215,8 +215,11 @@ def test_a_per_example_selector_repeated_for_stacked_rows_equals_captum():
                   NeuronConductance(model, model.act2).attribute(x, repeated_by_label, target=1, n_steps=7,
                                                                  method="gausslegendre"))
     mask = torch.tensor([[0, 0, 1, 2, 2]])
-    assert_parity(attrfx.neuron_feature_ablation(model, "act2", x, gather_by_label, feature_mask=mask),
-                  NeuronFeatureAblation(model, model.act2).attribute(x, gather_by_label, feature_mask=mask))
+    theirs = NeuronFeatureAblation(model, model.act2).attribute(x, gather_by_label, feature_mask=mask)
+    assert_parity(attrfx.neuron_feature_ablation(model, "act2", x, repeated_by_label, feature_mask=mask), theirs)
+    # one ablation per pass (Captum's default): the batch's own rows, as the selector was written
+    assert_parity(attrfx.neuron_feature_ablation(model, "act2", x, gather_by_label, feature_mask=mask,
+                                                 perturbations_per_eval=1), theirs)
 
 
 def test_a_per_example_selector_on_stacked_rows_is_a_clear_error():

@@ -11,14 +11,17 @@ A method is *what is explained* (an output via ``target``, or a neuron via
 - :mod:`~attrfx.methods.rescale` — DeepLift and DeepLiftSHAP (the rescale rule);
 - :mod:`~attrfx.methods.guided` — guided backpropagation, deconvolution, guided Grad-CAM (ReLU rules);
 - :mod:`~attrfx.methods.relevance` — LRP (relevance rules, :mod:`attrfx.propagation`);
-- :mod:`~attrfx.methods.ablation` — feature ablation (perturbation, no gradients);
+- :mod:`~attrfx.methods.ablation` — feature ablation, occlusion, feature permutation (perturbation, no gradients);
+- :mod:`~attrfx.methods.shapley` — Shapley values of feature groups, exact and sampled (coalitions, no gradients);
+- :mod:`~attrfx.methods.surrogate` — KernelSHAP and LIME (a weighted linear fit over sampled coalitions);
 - :mod:`~attrfx.methods.tunnel` — the noise tunnel over any of them.
 
 Every form of a *how* calls the same kernel; what differs is the problem it is given
 (:mod:`attrfx.problem`). All methods are importable from the package root.
 """
 
-from .ablation import neuron_feature_ablation
+from .ablation import (feature_ablation, feature_permutation, layer_feature_ablation, layer_feature_permutation,
+                       neuron_feature_ablation, occlusion)
 from .conductance import layer_conductance, neuron_conductance
 from .gradient import (input_x_gradient, interpolate, layer_activation, layer_gradcam, layer_gradient_x_activation,
                        neuron_gradient, saliency)
@@ -27,6 +30,8 @@ from .integrated import integrated_gradients, internal_influence, layer_integrat
 from .relevance import layer_lrp, lrp
 from .rescale import deeplift, deeplift_shap, layer_deeplift, layer_deeplift_shap, neuron_deeplift, neuron_deeplift_shap
 from .shap import gradient_shap, layer_gradient_shap, neuron_gradient_shap
+from .shapley import shapley_value_sampling, shapley_values
+from .surrogate import kernel_shap, lime
 from .tunnel import noise_tunnel
 
 __all__ = sorted(name for name, value in list(globals().items())
