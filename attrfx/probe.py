@@ -160,7 +160,7 @@ def call_model(model: Callable, xs: Sequence[Tensor], args: tuple) -> Any:
 def own_copies(values: Sequence[Any]) -> tuple:
     """``values`` with each tensor replaced by a copy-on-write copy: no memory is copied unless the copy is
     written to (then only that copy changes); gradients flow through it to the original. Under a ``torch.func``
-    transform the copies are plain clones.
+    transform, and of tensors in shared memory (a ``DataLoader`` worker's batches), the copies are plain clones.
 
     Example:
         >>> x = torch.zeros(2)
@@ -168,8 +168,9 @@ def own_copies(values: Sequence[Any]) -> tuple:
         >>> _ = c.add_(1); x.tolist(), c.tolist()
         ([0.0, 0.0], [1.0, 1.0])
     """
-    copy = torch.clone if transformed() else _LAZY_CLONE  # (torch.func has no batching rule for the lazy clone)
-    return tuple(copy(v) if isinstance(v, Tensor) else v for v in values)
+    lazy = not transformed()  # (torch.func has no batching rule for the lazy clone)
+    return tuple((_LAZY_CLONE(v) if lazy and not v.is_shared() else torch.clone(v)) if isinstance(v, Tensor) else v
+                 for v in values)
 
 
 _LAZY_CLONE = getattr(torch, "_lazy_clone", torch.clone)  # copy-on-write where torch has it

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import attrfx
-from models import randn, seeded
+from models import MLP, randn, seeded
 
 
 class BasicBlock(nn.Module):
@@ -379,3 +379,13 @@ def test_a_model_that_starts_in_place_leaves_the_inputs_alone(method, grad):
     if theirs_fn is not None:  # (Captum needs the model to copy its input: it passes a leaf that requires grad)
         theirs = theirs_fn(Copying(model), model, kept.clone())
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-10)
+
+
+def test_inputs_in_shared_memory_are_attributed():
+    """A DataLoader worker's batches live in shared memory, where no copy-on-write copy can be made."""
+    model, x = seeded(MLP), randn(3, 5)
+    shared = x.clone().share_memory_()
+    torch.testing.assert_close(attrfx.saliency(model, shared, target=1), attrfx.saliency(model, x, target=1))
+    torch.testing.assert_close(attrfx.neuron_gradient(model, "act1", shared, 2),
+                               attrfx.neuron_gradient(model, "act1", x, 2))
+    assert shared.is_shared() and torch.equal(shared, x)

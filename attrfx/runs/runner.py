@@ -128,7 +128,7 @@ def batch_generator(seed: int, first_row: int, device: torch.device) -> torch.Ge
 
 def attribute_batch(plan: Plan, batch: Batch, first_row: int) -> dict[str, np.ndarray]:
     """The rows of one batch, by array name: attributions, index, labels, targets, predictions, diagnostics."""
-    xs = tuple(_private(x.to(plan.device)) for x in batch.inputs)
+    xs = tuple(x.to(plan.device) for x in batch.inputs)
     n = batch.rows
     with torch.no_grad():
         outputs = call_model(plan.model, xs, format_args(plan.arguments.get("additional_forward_args")))
@@ -157,12 +157,6 @@ def attribute_batch(plan: Plan, batch: Batch, first_row: int) -> dict[str, np.nd
     if rows is not None:
         values["targets"] = rows
     return values
-
-
-def _private(x: Tensor) -> Tensor:
-    """``x``, copied out of shared memory (where DataLoader workers put batches): the methods' copy-on-write
-    copies of their inputs cannot be made of a shared-memory tensor."""
-    return x.clone() if x.is_shared() else x
 
 
 def _predictions(outputs: Any, n: int) -> Optional[Tensor]:
