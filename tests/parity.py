@@ -33,3 +33,28 @@ def assert_parity(ours, theirs, dtype=torch.float64, scale=1.0):
 def trapezoid_scale(method, n_steps):
     """Captum's trapezoid weights sum to (n-1)/n; attrfx's to 1 (SPEC, "Parity")."""
     return n_steps / (n_steps - 1) if method == "riemann_trapezoid" else 1.0
+
+
+def gen(seed=0):
+    """A fresh ``torch.Generator`` at ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def close(ours, theirs, **tol):
+    """Tensors (or tuples of them) of equal shapes and equal values, Captum's cast to ours' dtype (float32
+    tolerance unless given)."""
+    ours, theirs = ((ours,) if isinstance(ours, torch.Tensor) else ours,
+                    (theirs,) if isinstance(theirs, torch.Tensor) else theirs)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape, f"{tuple(a.shape)} vs {tuple(b.shape)}"
+        torch.testing.assert_close(a, b.to(a.dtype), **(tol or TOLERANCE[torch.float32]))
+
+
+def seeded_coalitions(seed):
+    """A Captum-form perturb_func giving the same coalitions to both libraries (a seeded generator function)."""
+    def perturb(inputs, **kwargs):
+        g = torch.Generator().manual_seed(seed)
+        while True:
+            yield (torch.rand(1, kwargs["num_interp_features"], generator=g) < 0.5).long()
+    return perturb

@@ -29,7 +29,7 @@ import attrfx
 from _models_rules import Chain, ELEMENTWISE
 from attrfx.testing import _flat_neuron
 from models import ConvNet, MLP, MultiInput, seeded
-from parity import TOLERANCE, flat, trapezoid_scale
+from parity import TOLERANCE, flat, seeded_coalitions, trapezoid_scale
 
 METHODS = ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre"]
 
@@ -855,14 +855,6 @@ def plan_kernel_shap(draw):
                     "perturbations_per_eval", "return_input_shape"]))),
                 torch.float32, bad=COALITION_BAD + ("n_samples", "generator"))
 
-
-def seeded_coalitions(seed):
-    """A Captum-form perturb_func giving the same coalitions to both libraries (a seeded generator function)."""
-    def perturb(inputs, **kwargs):
-        g = torch.Generator().manual_seed(seed)
-        while True:
-            yield (torch.rand(1, kwargs["num_interp_features"], generator=g) < 0.5).long()
-    return perturb
 
 
 def plan_lime(draw):

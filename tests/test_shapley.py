@@ -20,22 +20,10 @@ from attrfx.coalitions import (antithetic_permutations, coalitions_of_codes, per
                                walk_coalitions, walk_contributions)
 from attrfx.testing import mlps
 from models import MLP, MultiInput, randn, seeded
-from parity import TOLERANCE
-
-F32 = TOLERANCE[torch.float32]
+from parity import close, gen
 
 
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
-
-def close(ours, theirs, **tol):
-    ours, theirs = (ours,) if isinstance(ours, torch.Tensor) else ours, (theirs,) if isinstance(theirs, torch.Tensor) \
-        else theirs
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a, b.to(a.dtype), **(tol or F32))
 
 
 class Additive(nn.Module):

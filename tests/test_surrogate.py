@@ -24,35 +24,15 @@ from attrfx import axioms
 from attrfx.coalitions import kernel_shap_coalitions, shapley_kernel_sizes
 from attrfx.surrogate import cosine_kernel, kernel_shap_weights, lasso, weighted_least_squares
 from models import MLP, MultiInput, randn, seeded
-from parity import TOLERANCE
-
-F32 = TOLERANCE[torch.float32]
+from parity import close, gen, seeded_coalitions
 
 
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
 
-
-def close(ours, theirs, **tol):
-    ours, theirs = (ours,) if isinstance(ours, torch.Tensor) else ours, (theirs,) if isinstance(theirs, torch.Tensor) \
-        else theirs
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        assert a.shape == b.shape, f"{tuple(a.shape)} vs {tuple(b.shape)}"
-        torch.testing.assert_close(a, b.to(a.dtype), **(tol or F32))
 
 
 def tight_lasso():
     return SkLearnLasso(alpha=0.01, tol=1e-6, max_iter=100000)
 
-
-def seeded_coalitions(seed):
-    """A Captum-form perturb_func: a generator function yielding the same coalitions on every call."""
-    def perturb(inputs, **kwargs):
-        g = torch.Generator().manual_seed(seed)
-        while True:
-            yield (torch.rand(1, kwargs["num_interp_features"], generator=g) < 0.5).long()
-    return perturb
 
 
 # --- the fits: equal to scikit-learn ---------------------------------------------------------------------------------
