@@ -384,6 +384,24 @@ def target_values(output: Any, target: Target, rows: int, n: int) -> Tensor:
     return value
 
 
+def output_values(model: Callable, target: Target, n_inputs: int, n_examples: int) -> Callable[..., Tensor]:
+    """``v(*points, *args) → [1, P·N]``: the explained output at ``P`` stacked perturbations of an ``N``-example batch
+    (:func:`target_values`), the function every perturbation method at the inputs evaluates.
+
+    Example:
+        >>> from attrfx.selectors import format_target
+        >>> v = output_values(lambda x: 2 * x, format_target(1, 2), 1, 2)
+        >>> v(torch.arange(8.).reshape(4, 2)).tolist()
+        [[2.0, 6.0, 10.0, 14.0]]
+    """
+
+    def values(*given: Tensor) -> Tensor:
+        points, args = given[:n_inputs], given[n_inputs:]
+        return target_values(call_model(model, points, args), target, points[0].shape[0], n_examples)[None]
+
+    return values
+
+
 def replaced_values(model: Callable, layer: nn.Module, xs: Sequence[Tensor], args: tuple, target: Target,
                     at_input: bool, hs: Activation, expected: Tensor) -> Callable[..., Tensor]:
     """``v(*points) → [1, R]``: the explained value with the layer's activation replaced by ``points`` (``R = P·N``

@@ -30,9 +30,8 @@ import torch
 from torch import Tensor
 
 from .ablation import (coalition_keeps, feature_groups, feature_masks, kept_points, perturbations_per_pass,
-                       perturbed_values, spread, target_values)
+                       output_values, perturbed_values, spread)
 from .inputs import Inputs, as_tuple, format_args, format_baselines, restore
-from .probe import call_model
 from .selectors import Target, format_target
 
 
@@ -67,12 +66,7 @@ class Game(NamedTuple):
     def values(self, present: Tensor, per_pass: int, counting: Callable = lambda f: f) -> Tensor:
         """``v`` at each coalition of ``present`` for each example, ``[P, N]``, ``per_pass`` coalitions per forward
         pass (no gradients); ``counting`` wraps the function run once per pass (a progress bar's)."""
-
-        def explained(*given: Tensor) -> Tensor:
-            points, args = given[:len(self.xs)], given[len(self.xs):]
-            rows = points[0].shape[0]
-            return target_values(call_model(self.model, points, args), self.target, rows, self.n_examples)[None]
-
+        explained = output_values(self.model, self.target, len(self.xs), self.n_examples)
         count = present.shape[0]
         return perturbed_values(counting(explained), lambda start, stop: self.points(present[start:stop]), count,
                                 self.args, self.n_examples, per_pass)[:, 0]

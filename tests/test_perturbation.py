@@ -561,3 +561,78 @@ def test_the_benchmark_floor_computes_the_method(method, where):
     from benchmarks import methods, models
     calls = methods.calls(method, models.build("mlp"), where)
     torch.testing.assert_close(calls.floor(), calls.attrfx(), rtol=1e-5, atol=1e-6)
+
+
+class InPlaceResidual(nn.Module):
+    """In-place activations after the layers and a ``+=`` residual, returning a dict (a Hugging Face-style output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.act, self.inner = nn.Linear(4, 5), nn.ReLU(inplace=True), nn.Linear(5, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.act(self.fc(x))          # fc's output is overwritten in place
+        h += self.inner(h)                # the residual written into h itself
+        return {"logits": self.head(torch.relu_(h))}
+
+
+
+
+@torch.no_grad()
+def layer_drops_by_hand(model, module, x, change):
+    """``F(x) − F(x with unit i of the module's output changed)`` for every unit, one plain pass each: the output
+    replaced by a fresh tensor in a forward hook (what the model then does to it in place, it does as usual)."""
+    logit = lambda: model(x.clone())["logits"][:, 1]  # noqa: E731
+    full, columns = logit(), []
+    for i in range(module.out_features):
+        def swap(m, a, out, i=i):
+            new = out.clone()
+            new[:, i] = change(out)[:, i]
+            return new
+        handle = module.register_forward_hook(swap)
+        try:
+            columns.append(full - logit())
+        finally:
+            handle.remove()
+    return torch.stack(columns, 1)
+
+
+@pytest.mark.parametrize("layer", ["fc", "inner", "head"])
+@pytest.mark.parametrize("method", ["layer_feature_ablation", "layer_feature_permutation"])
+def test_layer_forms_on_in_place_residual_models_with_dict_outputs_equal_the_whole_model(method, layer):
+    """The part after the layer run alone equals the whole model rerun, by hand, where the layer's output is then
+    overwritten in place (``fc``), sits on a ``+=`` residual (``inner``), and the output is a dict."""
+    model, x = seeded(InPlaceResidual), randn(6, 4)
+    module = model.get_submodule(layer)
+    if method == "layer_feature_ablation":
+        ours = attrfx.layer_feature_ablation(model, layer, x, target=lambda out: out["logits"][:, 1])
+        expected = layer_drops_by_hand(model, module, x, torch.zeros_like)
+    else:
+        flip = lambda t, mask: t.flip(0) * mask + t * ~mask  # noqa: E731
+        ours = attrfx.layer_feature_permutation(model, layer, x, target=lambda out: out["logits"][:, 1],
+                                                perm_func=flip)
+        expected = layer_drops_by_hand(model, module, x, lambda out: out.flip(0))
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+    assert torch.equal(x, randn(6, 4))
+
+
+@pytest.mark.parametrize("method", ["feature_ablation", "feature_permutation", "occlusion"])
+def test_output_forms_on_in_place_residual_models_with_dict_outputs_equal_captum(method):
+    model, x = seeded(InPlaceResidual), randn(6, 4)
+
+    def logit(v):
+        return model(v)["logits"][:, 1]
+
+    target = lambda out: out["logits"][:, 1]  # noqa: E731
+    if method == "occlusion":
+        ours = attrfx.occlusion(model, x, (2,), target=target)
+        theirs = Occlusion(logit).attribute(x, (2,)).double()  # Captum's occlusion returns float32 (documented)
+    else:
+        extra = dict(perm_func=lambda t, mask: t.flip(0) * mask + t * ~mask) if method == "feature_permutation" \
+            else {}
+        cls = FeatureAblation if method == "feature_ablation" else FeaturePermutation
+        ours = getattr(attrfx, method)(model, x, target=target, **extra)
+        theirs = cls(logit, **extra).attribute(x)
+    assert_parity(ours, theirs, torch.float64 if method != "occlusion" else torch.float32)
+    assert torch.equal(x, randn(6, 4))

@@ -28,11 +28,11 @@ from .._errors import check_count
 from .._progress import progress
 from ..ablation import (LINEAR_ABLATION_ELEMENTS, Perturbations, ablations, feature_masks, layer_activation_and_output,
                         linear_ablation, linear_fed, perturbation_attributions, perturbations_per_pass, permutations,
-                        replaced_values, target_values)
+                        output_values, replaced_values, target_values)
 from ..gradients import neuron_values
 from ..inputs import Inputs, as_tuple, format_args, format_baselines
 from ..noise import make_generator
-from ..probe import call_model, resolve_layer
+from ..probe import resolve_layer
 from ..problem import NeuronProblem, OutputProblem, as_layer_result, neuron_problem
 from ..selectors import format_target
 from ..windows import occlusion_windows, occlusions
@@ -52,13 +52,8 @@ def _passes(count: int, per_pass: int) -> int:
 def _at_inputs(name: str, p: OutputProblem, perturbations: Perturbations, perturbations_per_eval: Optional[int],
                show_progress: bool) -> Inputs:
     """The output method's kernel: ``F(x) − F(x perturbed)`` at the inputs, the perturbations batched."""
-    n, k = p.n_examples, len(p.xs)
     per_pass = perturbations_per_pass(perturbations_per_eval, p.xs, perturbations.count)
-
-    def values(*given: Tensor) -> Tensor:
-        points, args = given[:k], given[k:]
-        return target_values(call_model(p.model, points, args), p.target, points[0].shape[0], n)[None]
-
+    values = output_values(p.model, p.target, len(p.xs), p.n_examples)
     with progress(name, 1 + _passes(perturbations.count, per_pass), enabled=show_progress) as bar:
         total = perturbation_attributions(bar.counting(values), p.xs, p.args, perturbations, per_pass)
     return p.result(total)
